@@ -1,0 +1,44 @@
+# The README's two commands: `make demo` and `make test`. Each creates the virtualenv if missing.
+# The venv lives outside the clone, keyed by a hash of pyproject.toml, so CI and fresh clones on
+# the same machine reuse it and only a dependency change reinstalls.
+PYTHON ?= python3
+HASH := $(shell sha256sum pyproject.toml | cut -c1-12)
+VENV ?= $(HOME)/.cache/seco/venv-$(HASH)
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+SHARED ?= $(abspath ../shared)
+DEMO_OUT ?= data/demo
+DEMO_N ?= 200
+
+.PHONY: venv install demo test bench clean-demo
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip setuptools wheel
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+# (re)point the editable install at this clone: cheap, and right after a fresh clone
+install: $(STAMP)
+	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+demo: install
+	$(BIN)/seco-data sample --recipe demo --n $(DEMO_N) --out $(DEMO_OUT) --workers 2
+	$(BIN)/seco-data catalog info $(DEMO_OUT)
+	@echo
+	@echo "demo done:"
+	@echo "  catalog  $(DEMO_OUT)/catalog.json  (STAC: collection.json, items in $(DEMO_OUT)/0000/)"
+	@echo "  index    $(DEMO_OUT)/items.parquet"
+	@echo "  patches  $(DEMO_OUT)/0000/<location>/*.tif  (lossless GeoTIFF, UTM)"
+	@echo "  shards, training and evaluation: not in this release yet (see README, Roadmap)"
+
+test: install
+	SECO_SHARED=$(SHARED) $(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python bench/bench_sample.py
+
+clean-demo:
+	rm -rf $(DEMO_OUT)

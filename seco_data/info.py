@@ -1,0 +1,77 @@
+"""``catalog info``: what a collected catalog holds: counts, extent, dates, cloud and coverage."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CatalogError
+
+CLOUD_BINS = [0, 5, 10, 20, 30, 50, 75, 100]  # scene cloud, percent
+FRACTION_BINS = [0.0, 1e-9, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]  # first bin: exactly 0
+
+
+def _histogram(values: np.ndarray, edges: list[float], fmt: str) -> list[dict]:
+    counts, _ = np.histogram(values, bins=edges)
+    out = []
+    for lo, hi, c in zip(edges[:-1], edges[1:], counts):
+        label = fmt.format(lo) if hi - lo < 1e-6 else f"{fmt.format(lo)}-{fmt.format(hi)}"
+        out.append({"bin": label, "count": int(c)})
+    return out
+
+
+def catalog_info(root: str | Path) -> dict:
+    """Summary of the catalog in ``root`` (reads ``collection.json`` and ``items.parquet``)."""
+    import pyarrow.parquet as pq
+
+    root = Path(root)
+    coll_path = root / "collection.json"
+    if not coll_path.is_file():
+        raise CatalogError(f"no collection.json in {root}", hint="point at the --out folder of seco-data sample")
+    try:
+        coll = json.loads(coll_path.read_text("utf-8"))
+    except (OSError, ValueError) as e:
+        raise CatalogError(f"cannot read {coll_path}: {e}") from None
+    cols = ["datetime", "eo:cloud_cover", "seco:cloud_fraction", "seco:valid_fraction", "seco:location", "seco:season"]
+    parquet = root / "items.parquet"
+    if parquet.exists():
+        try:
+            t = pq.read_table(parquet, columns=cols)
+        except Exception as e:  # pyarrow raises several types for broken files
+            raise CatalogError(f"cannot read {parquet}: {e}", hint="rebuild it with `seco-data catalog rebuild`") from None
+        data = {c: t.column(c).to_numpy(zero_copy_only=False) for c in cols}
+    else:
+        data = {c: np.array([]) for c in cols}
+    n_items = len(data["datetime"])
+    dates = [np.datetime64(d, "D") for d in data["datetime"]] if n_items else []
+    months = Counter(str(d)[:7] for d in dates)
+    seasons = Counter(int(s) for s in data["seco:season"])
+    stats = coll.get("seco:stats", {})
+    recipe = coll.get("seco:recipe", {})
+    interval = coll.get("extent", {}).get("temporal", {}).get("interval", [[None, None]])[0]
+    return {
+        "root": str(root),
+        "collection": coll.get("id"),
+        "source": coll.get("seco:source", {}),
+        "recipe": recipe.get("name"),
+        "requested": stats.get("requested"),
+        "locations": int(len(np.unique(data["seco:location"]))) if n_items else 0,
+        "items": n_items,
+        "items_per_season": {str(k): v for k, v in sorted(seasons.items())},
+        "bbox": coll.get("extent", {}).get("spatial", {}).get("bbox", [None])[0],
+        "start": interval[0],
+        "end": interval[1],
+        "dates_by_month": dict(sorted(months.items())),
+        "scene_cloud_histogram": _histogram(np.asarray(data["eo:cloud_cover"], float), CLOUD_BINS, "{:g}%"),
+        "patch_cloud_histogram": _histogram(np.asarray(data["seco:cloud_fraction"], float), FRACTION_BINS, "{:g}"),
+        "coverage_histogram": _histogram(
+            1.0 - np.asarray(data["seco:valid_fraction"], float), FRACTION_BINS, "{:g}"
+        ),
+        "candidates": stats.get("candidates"),
+        "rejections": stats.get("rejections", {}),
+        "skipped_scenes": stats.get("skipped_scenes", {}),
+        "filters": recipe.get("filters", {}),
+    }

@@ -1,0 +1,363 @@
+"""Dataset recipes: the complete, reproducible definition of a seasonal dataset.
+
+A recipe is YAML (see ``catalogs/``) loaded into frozen dataclasses. Unknown keys and out-of-range
+values raise :class:`RecipeError` naming the dotted key. Command-line flags and ``--set key=value``
+override fields; the resolved recipe is stored in the output folder and in the STAC Collection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+from .bands import BANDS, PRODUCT_BANDS, canonical, group_by_resolution
+from .errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Seasons:
+    """When: one window per anchor date, all shifted back by the same per-location random shift."""
+
+    #: anchor dates (one per season), latest-first or any order; window centres before the shift
+    anchors: tuple[dt.date, ...] = (
+        dt.date(2021, 3, 20),
+        dt.date(2021, 6, 21),
+        dt.date(2021, 9, 22),
+        dt.date(2020, 12, 21),
+    )
+    #: full width of each window in days (SeCo 15, SSL4EO-S12 30)
+    window_days: float = 30.0
+    #: the per-location shift is drawn uniformly from [0, shift_days) whole days, subtracted
+    shift_days: int = 365
+
+    @property
+    def count(self) -> int:
+        return len(self.anchors)
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Where: how candidate points are drawn."""
+
+    #: cities (Gaussian around one of the top-N cities), aoi (uniform in a GeoJSON), points (CSV)
+    sampler: str = "cities"
+    top_cities: int = 10000
+    sigma_km: float = 50.0
+    #: keep only candidates whose footprint is at least ``min_land_fraction`` land
+    land_only: bool = True
+    min_land_fraction: float = 0.5
+    #: GeoJSON file (sampler: aoi) or CSV with lon,lat columns (sampler: points)
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Which image: limits every chosen patch must meet."""
+
+    #: scene-level cloud percentage limit (0-100), e.g. CLOUDY_PIXEL_PERCENTAGE
+    scene_cloud_max: float = 10.0
+    #: limit on the patch's own cloud + cloud-shadow fraction of valid pixels (0-1)
+    patch_cloud_max: float = 0.05
+    #: minimum fraction of valid (non-no-data) pixels in the patch (0-1)
+    coverage_min: float = 1.0
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = "demo"
+    description: str = ""
+    #: imagery source (sim, earthengine, sentinelhub, stac)
+    source: str = "sim"
+    #: processing level: L1C (top of atmosphere) or L2A (surface reflectance)
+    product: str = "L2A"
+    bands: tuple[str, ...] = PRODUCT_BANDS["L2A"]
+    #: patch side in pixels per native resolution (metres); all must cover the same extent
+    patch: dict[int, int] = field(default_factory=lambda: {10: 264, 20: 132, 60: 44})
+    seasons: Seasons = field(default_factory=Seasons)
+    locations: Locations = field(default_factory=Locations)
+    filters: Filters = field(default_factory=Filters)
+    #: number of locations to collect (each with every season)
+    n: int = 1000
+    seed: int = 0
+    #: give up after drawing this many candidates per requested location
+    max_draws_per_location: int = 50
+    #: GeoTIFF codec (lossless): zstd, deflate, lzw, none
+    compress: str = "zstd"
+    #: source-specific options (project ids, endpoints, ...); never secrets
+    source_options: dict[str, Any] = field(default_factory=dict)
+
+    # -- derived -----------------------------------------------------------------------------
+    @property
+    def patch_size_m(self) -> int:
+        return next(iter(self.patch.items()))[0] * next(iter(self.patch.values()))
+
+    @property
+    def band_groups(self) -> dict[int, tuple[str, ...]]:
+        return group_by_resolution(self.bands)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(self)
+
+    def fingerprint(self, exclude: tuple[str, ...] = ("n", "description")) -> str:
+        """Hash of everything that determines the dataset's content (not its size)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+BUILTIN_PACKAGE = "seco_data.catalogs"
+
+
+def builtin_recipes() -> dict[str, Path]:
+    """Recipes shipped in ``catalogs/`` by name (``demo``, ``seco-1m`` ...)."""
+    out: dict[str, Path] = {}
+    try:  # an installed wheel maps catalogs/ to the seco_data.catalogs package
+        root = Path(str(resources.files(BUILTIN_PACKAGE)))
+    except ModuleNotFoundError:  # a source checkout or an editable install
+        root = Path(__file__).resolve().parent.parent / "catalogs"
+    if root.is_dir():
+        for entry in root.glob("*.yaml"):
+            out[entry.stem] = entry
+    return dict(sorted(out.items()))
+
+
+def resolve_recipe_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise RecipeError(f"recipe file {p} does not exist", hint="pass a YAML file or a built-in name")
+        return p
+    builtins = builtin_recipes()
+    if str(name_or_path) in builtins:
+        return builtins[str(name_or_path)]
+    raise RecipeError(
+        f"no recipe named {name_or_path!r}",
+        hint=f"built-in recipes: {', '.join(builtins) or 'none found'}; or pass a path to a YAML file",
+    )
+
+
+def load_recipe(
+    name_or_path: str | Path = "demo", overrides: dict[str, Any] | None = None
+) -> Recipe:
+    """Load a recipe by built-in name or path, apply dotted ``overrides``, validate."""
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text("utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise RecipeError(f"cannot read recipe {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of keys to values")
+    return recipe_from_dict(raw, overrides)
+
+
+def recipe_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> Recipe:
+    raw = json.loads(json.dumps(raw, default=str))  # deep copy, dates as strings
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    recipe = _build(Recipe, raw, "")
+    validate(recipe)
+    return recipe
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``seasons.window_days=30`` -> (``seasons.window_days``, 30) with YAML value typing."""
+    if "=" not in text:
+        raise RecipeError(f"override {text!r} is not KEY=VALUE", hint="e.g. --set seasons.window_days=30")
+    key, _, value = text.partition("=")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    return key.strip(), parsed
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise RecipeError(f"recipe key {key!r}: {part!r} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def _build(cls, raw: Any, prefix: str):
+    if not isinstance(raw, dict):
+        raise RecipeError(f"recipe key {prefix.rstrip('.') or '<root>'!r} must be a mapping")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in raw.items():
+        if key not in names:
+            guess = difflib.get_close_matches(str(key), names, n=1)
+            raise RecipeError(
+                f"recipe key {prefix + str(key)!r} is unknown"
+                + (f" (did you mean {prefix + guess[0]!r}?)" if guess else ""),
+                hint=f"allowed keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}",
+            )
+        kwargs[key] = _coerce(hints[key], value, prefix + key)
+    return cls(**kwargs)
+
+
+def _coerce(tp, value: Any, key: str):
+    origin = get_origin(tp)
+    args = get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".")
+    if origin is type(None) or tp is type(None):
+        return None
+    if args and type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(inner, value, key)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"recipe key {key!r} must be a list, got {value!r}")
+        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"recipe key {key!r} must be a mapping, got {value!r}")
+        return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise RecipeError(f"recipe key {key!r} must be true or false, got {value!r}")
+    if tp in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise RecipeError(f"recipe key {key!r} must be a number, got {value!r}")
+        try:
+            num = float(value)
+        except ValueError:
+            raise RecipeError(f"recipe key {key!r} must be a number, got {value!r}") from None
+        if tp is int:
+            if num != int(num):
+                raise RecipeError(f"recipe key {key!r} must be a whole number, got {value!r}")
+            return int(num)
+        return num
+    if tp is dt.date:
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise RecipeError(f"recipe key {key!r} must be a date YYYY-MM-DD, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)):
+            raise RecipeError(f"recipe key {key!r} must be text, got {value!r}")
+        return str(value)
+    return value  # pragma: no cover
+
+
+def _to_plain(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: _to_plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_plain(v) for v in obj]
+    if isinstance(obj, dt.date):
+        return obj.isoformat()
+    return obj
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def _check(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise RecipeError(f"recipe key {key!r} {message}")
+
+
+def validate(r: Recipe) -> None:
+    from .sources import KNOWN_SOURCES
+
+    _check(bool(r.name.strip()), "name", "must not be empty")
+    _check(
+        r.source in KNOWN_SOURCES,
+        "source",
+        f"must be one of {', '.join(KNOWN_SOURCES)}, got {r.source!r}",
+    )
+    _check(r.product in PRODUCT_BANDS, "product", f"must be L1C or L2A, got {r.product!r}")
+    _check(len(r.bands) > 0, "bands", "must list at least one band")
+    bands = []
+    for b in r.bands:
+        try:
+            bands.append(canonical(b))
+        except KeyError:
+            raise RecipeError(
+                f"recipe key 'bands' names an unknown band {b!r}", hint=f"bands: {', '.join(BANDS)}"
+            ) from None
+    object.__setattr__(r, "bands", tuple(bands))
+    _check(len(set(bands)) == len(bands), "bands", "lists a band twice")
+    for b in bands:
+        _check(b in PRODUCT_BANDS[r.product], "bands", f"has {b}, which {r.product} does not provide")
+    extents = set()
+    for res, px in r.patch.items():
+        _check(res in (10, 20, 60), f"patch.{res}", "must be a Sentinel-2 resolution: 10, 20 or 60")
+        _check(1 <= px <= 10000, f"patch.{res}", f"must be 1-10000 pixels, got {px}")
+        extents.add(res * px)
+    _check(len(extents) == 1, "patch", f"sizes must cover one extent, got {sorted(extents)} m")
+    for res in r.band_groups:
+        _check(res in r.patch, "patch", f"has no size for {res} m bands ({', '.join(r.band_groups[res])})")
+    _check(r.patch_size_m % 60 == 0, "patch", "extent must be a multiple of 60 m")
+    object.__setattr__(r, "patch", dict(sorted(r.patch.items())))
+
+    s = r.seasons
+    _check(1 <= s.count <= 24, "seasons.anchors", f"must list 1-24 dates, got {s.count}")
+    _check(len(set(s.anchors)) == s.count, "seasons.anchors", "lists a date twice")
+    _check(0 < s.window_days <= 183, "seasons.window_days", f"must be in (0, 183], got {s.window_days}")
+    _check(0 <= s.shift_days <= 3650, "seasons.shift_days", f"must be in [0, 3650], got {s.shift_days}")
+    ordered = sorted(s.anchors)
+    gaps = [(b - a).days for a, b in zip(ordered, ordered[1:])]
+    _check(
+        all(g >= s.window_days for g in gaps),
+        "seasons.window_days",
+        f"({s.window_days}) is wider than the gap between two anchors ({min(gaps) if gaps else 0} days)",
+    )
+    _check(
+        min(s.anchors) - dt.timedelta(days=s.shift_days + s.window_days) >= dt.date(2015, 6, 23),
+        "seasons.anchors",
+        "reach before Sentinel-2's first acquisitions (2015-06-23) once shifted; use later dates",
+    )
+
+    loc = r.locations
+    _check(loc.sampler in ("cities", "aoi", "points"), "locations.sampler", "must be cities, aoi or points")
+    _check(1 <= loc.top_cities <= 50000, "locations.top_cities", f"must be 1-50000, got {loc.top_cities}")
+    _check(0 <= loc.sigma_km <= 2000, "locations.sigma_km", f"must be in [0, 2000], got {loc.sigma_km}")
+    _check(0 <= loc.min_land_fraction <= 1, "locations.min_land_fraction", "must be in [0, 1]")
+    if loc.sampler in ("aoi", "points"):
+        _check(bool(loc.path), "locations.path", f"is required by the {loc.sampler} sampler")
+
+    f = r.filters
+    _check(0 <= f.scene_cloud_max <= 100, "filters.scene_cloud_max", f"must be in [0, 100], got {f.scene_cloud_max}")
+    _check(0 <= f.patch_cloud_max <= 1, "filters.patch_cloud_max", f"must be in [0, 1], got {f.patch_cloud_max}")
+    _check(0 <= f.coverage_min <= 1, "filters.coverage_min", f"must be in [0, 1], got {f.coverage_min}")
+
+    _check(1 <= r.n <= 100_000_000, "n", f"must be in [1, 100000000], got {r.n}")
+    _check(0 <= r.seed < 2**63, "seed", "must be a non-negative integer")
+    _check(1 <= r.max_draws_per_location <= 100000, "max_draws_per_location", "must be in [1, 100000]")
+    from .geotiff import COMPRESSIONS
+
+    _check(r.compress in COMPRESSIONS, "compress", f"must be one of {', '.join(COMPRESSIONS)}")
+    secretish = [k for k in r.source_options if any(w in k.lower() for w in ("secret", "token", "password", "key"))]
+    _check(not secretish, f"source_options.{secretish[0] if secretish else ''}",
+           "looks like a secret: pass credentials through the environment, never in a recipe")

@@ -1,0 +1,106 @@
+"""The source interface: find candidate scenes in a time window, read one scene on a patch grid.
+
+A source is a small class (pystac ``StacIO`` style): clients are built in ``__init__``, never at
+import, and everything the collector needs goes through three methods.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..grid import PatchGrid
+
+
+@dataclass(frozen=True)
+class SceneRef:
+    """One acquisition that may cover a patch."""
+
+    scene_id: str
+    datetime: dt.datetime  # acquisition time, UTC, timezone-aware
+    cloud_cover: float  # scene-level cloud percentage, 0-100
+    platform: str = "sentinel-2a"
+    product: str = "L2A"
+    #: source-specific details (tile, orbit, asset hrefs ...); not used for equality
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass
+class Masks:
+    """Per-pixel quality masks of a scene on a patch grid (any one resolution, usually 10 m).
+
+    ``cloud`` marks cloud and cirrus, ``shadow`` cloud shadow (all False when the source has no
+    shadow information), ``valid`` pixels that hold data (not no-data / outside the swath).
+    """
+
+    cloud: np.ndarray
+    shadow: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def valid_fraction(self) -> float:
+        return float(self.valid.mean())
+
+    @property
+    def cloud_fraction(self) -> float:
+        """Fraction of the valid pixels that are cloud or cloud shadow (1.0 when none is valid)."""
+        n = int(self.valid.sum())
+        if n == 0:
+            return 1.0
+        return float(((self.cloud | self.shadow) & self.valid).sum() / n)
+
+
+@dataclass
+class SceneRead:
+    """Pixels of one scene on a patch grid: uint16 DN arrays ``(bands, H, W)`` per resolution."""
+
+    scene: SceneRef
+    pixels: dict[int, np.ndarray]
+    bands: dict[int, tuple[str, ...]]
+    masks: Masks
+
+
+class Source(abc.ABC):
+    """Base class of every imagery source."""
+
+    #: registry name (``--source``)
+    name: str = ""
+    #: pixels are simulated: items are marked synthetic in the catalog
+    synthetic: bool = False
+    #: True when the work is waiting on a network (threads), False when CPU-bound (processes)
+    io_bound: bool = True
+    #: STAC provider entries describing where the data comes from
+    providers: tuple[dict, ...] = ()
+    #: DN scale to reflectance
+    scale: float = 1e-4
+    #: DN written where no data exists
+    nodata: int = 0
+    #: SPDX id of the data licence, or "other" (Copernicus Sentinel data terms, linked in the catalog)
+    license: str = "other"
+
+    def __init__(self, product: str = "L2A"):
+        if product not in ("L1C", "L2A"):
+            raise ValueError(f"unknown product {product!r}: use L1C or L2A")
+        self.product = product
+
+    @abc.abstractmethod
+    def search(self, grid: PatchGrid, start: dt.date, end: dt.date) -> list[SceneRef]:
+        """Scenes that cover ``grid`` acquired in [start, end] (inclusive dates), any order."""
+
+    @abc.abstractmethod
+    def read(self, scene: SceneRef, grid: PatchGrid, bands: dict[int, tuple[str, ...]]) -> SceneRead:
+        """Read ``bands`` (grouped by native resolution) of ``scene`` on ``grid``, with masks."""
+
+    def read_masks(self, scene: SceneRef, grid: PatchGrid) -> Masks:
+        """Only the quality masks. Sources where masks are cheaper than pixels override this."""
+        return self.read(scene, grid, {}).masks
+
+    def describe(self) -> dict:
+        """JSON-able description recorded in the catalog (never any secret)."""
+        return {"name": self.name, "product": self.product, "synthetic": self.synthetic}
+
+    def close(self) -> None:  # pragma: no cover - nothing to release by default
+        pass

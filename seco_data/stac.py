@@ -1,0 +1,330 @@
+"""The STAC catalog of a collection run, written incrementally and in linear time.
+
+Layout (self-contained, relative links)::
+
+    OUT/catalog.json                         root Catalog (what pystac-client and STAC Browser open)
+    OUT/collection.json                      the Collection: extent, summaries, recipe, stats
+    OUT/items.parquet                        stac-geoparquet index of every item
+    OUT/<shard:04d>/catalog.json             sub-catalog of at most 10,000 items
+    OUT/<shard:04d>/<loc:07d>/<item>.json    one Item per patch (location x season)
+    OUT/<shard:04d>/<loc:07d>/<item>_10m.tif one GeoTIFF per resolution group
+
+Items are plain JSON written as each location completes (pystac's ``normalize_hrefs`` + ``save`` is
+quadratic in items per parent); sub-catalogs, the collection and the parquet index are rebuilt from
+the ledger at the end of a run with one pass over it. Items follow STAC 1.1 with the eo 2.0,
+projection 2.0, raster 2.0 and file 2.1 extensions; seco's own fields use the ``seco:`` prefix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from . import __version__
+from .bands import BANDS
+from .geotiff import write_atomic
+from .ledger import Ledger, PatchRow
+
+STAC_VERSION = "1.1.0"
+EXTENSIONS = [
+    "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
+    "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
+    "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
+    "https://stac-extensions.github.io/file/v2.1.0/schema.json",
+]
+ITEMS_PER_CATALOG = 10_000
+GEOTIFF = "image/tiff; application=geotiff"
+
+
+def locations_per_shard(seasons: int) -> int:
+    return max(1, ITEMS_PER_CATALOG // seasons)
+
+
+def shard_dir(location: int, seasons: int) -> str:
+    return f"{location // locations_per_shard(seasons):04d}"
+
+
+def location_dir(location: int, seasons: int) -> str:
+    return f"{shard_dir(location, seasons)}/{location:07d}"
+
+
+def item_id(name: str, location: int, season: int) -> str:
+    return f"{name}-{location:07d}-s{season}"
+
+
+def asset_name(item: str, resolution: int) -> str:
+    return f"{item}_{resolution}m.tif"
+
+
+def dump_json(path: Path, obj: dict) -> None:
+    write_atomic(path, (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode())
+
+
+def _iso(t: str | dt.datetime) -> str:
+    if isinstance(t, str):
+        t = dt.datetime.fromisoformat(t)
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def build_item(row: PatchRow, *, collection: str, source: dict, scale: float) -> dict:
+    """The STAC Item of one patch, as a dict (deterministic: same row, same JSON)."""
+    ring = row.grid.footprint_lonlat()
+    lons = [p[0] for p in ring]
+    lats = [p[1] for p in ring]
+    left, bottom, right, top = row.grid.bounds
+    assets = {}
+    for a in row.assets:
+        res = a["resolution"]
+        h, w = row.grid.shape(res)
+        assets[f"data_{res}m"] = {
+            "href": "./" + a["href"],
+            "type": GEOTIFF,
+            "title": f"{res} m bands: {' '.join(a['bands'])}",
+            "roles": ["data"],
+            "gsd": float(res),
+            "data_type": "uint16",
+            "nodata": 0,
+            "proj:code": f"EPSG:{row.grid.epsg}",
+            "proj:shape": [h, w],
+            "proj:transform": [float(res), 0.0, float(left), 0.0, -float(res), float(top)],
+            "proj:bbox": [float(left), float(bottom), float(right), float(top)],
+            "raster:scale": scale,
+            "raster:offset": 0.0,
+            "raster:spatial_resolution": float(res),
+            "file:checksum": "1220" + a["sha256"],
+            "file:size": a["size"],
+            "bands": [
+                {
+                    "name": b,
+                    "description": BANDS[b].description,
+                    "eo:common_name": BANDS[b].common_name,
+                    "eo:center_wavelength": BANDS[b].center_wavelength,
+                    "eo:full_width_half_max": BANDS[b].full_width_half_max,
+                }
+                for b in a["bands"]
+            ],
+        }
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": EXTENSIONS,
+        "id": row.item_id,
+        "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in ring]]},
+        "bbox": [round(min(lons), 7), round(min(lats), 7), round(max(lons), 7), round(max(lats), 7)],
+        "properties": {
+            "datetime": _iso(row.datetime),
+            "platform": row.platform,
+            "constellation": "sentinel-2",
+            "instruments": ["msi"],
+            "eo:cloud_cover": round(row.scene_cloud, 3),
+            "proj:code": f"EPSG:{row.grid.epsg}",
+            "seco:location": row.location,
+            "seco:season": row.season,
+            "seco:scene_id": row.scene_id,
+            "seco:cloud_fraction": round(row.cloud_fraction, 6),
+            "seco:valid_fraction": round(row.valid_fraction, 6),
+            "seco:window": [_iso(row.window_start), _iso(row.window_end)],
+            "seco:point": [round(row.lon, 7), round(row.lat, 7)],
+            "seco:origin": row.origin,
+            "seco:source": source["name"],
+            "seco:product": source["product"],
+            "seco:synthetic": bool(source["synthetic"]),
+        },
+        "links": [
+            {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "collection", "href": "../../collection.json", "type": "application/json"},
+        ],
+        "assets": assets,
+        "collection": collection,
+    }
+
+
+class CatalogWriter:
+    """Writes items as locations complete and the catalog tree at the end."""
+
+    def __init__(self, root: Path, *, name: str, seasons: int, source: dict, scale: float):
+        self.root = Path(root)
+        self.name = name
+        self.seasons = seasons
+        self.source = source
+        self.scale = scale
+
+    def write_items(self, rows: Iterable[PatchRow]) -> None:
+        for row in rows:
+            d = self.root / location_dir(row.location, self.seasons)
+            dump_json(d / f"{row.item_id}.json", self.item(row))
+
+    def item(self, row: PatchRow) -> dict:
+        return build_item(row, collection=self.name, source=self.source, scale=self.scale)
+
+    def finalize(self, ledger: Ledger, *, recipe: dict, stats: dict, providers: list[dict], license: str) -> dict:
+        """Write sub-catalogs, the collection, the root catalog and ``items.parquet``; return the collection."""
+        shards: dict[str, list[str]] = {}
+        agg = _Aggregate()
+        items_iter = self._iter_items(ledger, shards, agg)
+        n = write_parquet(items_iter, self.root / "items.parquet")
+        for shard, hrefs in sorted(shards.items()):
+            dump_json(self.root / shard / "catalog.json", self._subcatalog(shard, hrefs))
+        self._remove_stale_shards(set(shards))
+        collection = self._collection(agg, sorted(shards), recipe, stats, providers, license)
+        dump_json(self.root / "collection.json", collection)
+        dump_json(self.root / "catalog.json", self._root_catalog())
+        assert n == agg.count
+        return collection
+
+    def _iter_items(self, ledger: Ledger, shards: dict, agg: "_Aggregate") -> Iterator[dict]:
+        for row in ledger.patches():
+            item = self.item(row)
+            agg.add(item)
+            shard = shard_dir(row.location, self.seasons)
+            shards.setdefault(shard, []).append(f"./{row.location:07d}/{row.item_id}.json")
+            yield item
+
+    def _remove_stale_shards(self, keep: set[str]) -> None:
+        for entry in os.scandir(self.root):
+            if entry.is_dir() and entry.name.isdigit() and entry.name not in keep:
+                cat = Path(entry.path) / "catalog.json"
+                if cat.exists():
+                    cat.unlink()
+
+    def _subcatalog(self, shard: str, hrefs: list[str]) -> dict:
+        links = [
+            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+        ]
+        links += [{"rel": "item", "href": h, "type": "application/geo+json"} for h in hrefs]
+        return {
+            "type": "Catalog",
+            "stac_version": STAC_VERSION,
+            "id": f"{self.name}-{shard}",
+            "title": f"{self.name} items, part {shard}",
+            "description": f"Items of locations {int(shard) * locations_per_shard(self.seasons)} to "
+            f"{(int(shard) + 1) * locations_per_shard(self.seasons) - 1} of {self.name}.",
+            "links": links,
+        }
+
+    def _root_catalog(self) -> dict:
+        return {
+            "type": "Catalog",
+            "stac_version": STAC_VERSION,
+            "id": f"{self.name}-catalog",
+            "title": f"{self.name} (seco)",
+            "description": f"Root of the {self.name} seasonal Sentinel-2 dataset collected with seco.",
+            "links": [
+                {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+                {"rel": "child", "href": "./collection.json", "type": "application/json", "title": self.name},
+            ],
+        }
+
+    def _collection(self, agg, shards, recipe, stats, providers, license) -> dict:
+        links = [
+            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "./catalog.json", "type": "application/json"},
+        ]
+        links += [{"rel": "child", "href": f"./{s}/catalog.json", "type": "application/json"} for s in shards]
+        if license == "other":
+            links.append({
+                "rel": "license",
+                "href": "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice",
+                "title": "Legal notice on the use of Copernicus Sentinel Data and Service Information",
+            })
+        synthetic = bool(self.source["synthetic"])
+        return {
+            "type": "Collection",
+            "stac_version": STAC_VERSION,
+            "stac_extensions": [],
+            "id": self.name,
+            "title": f"{self.name}: seasonal Sentinel-2 {self.source['product']} patches"
+            + (" (synthetic)" if synthetic else ""),
+            "description": recipe.get("description") or f"Seasonal Sentinel-2 patches collected with seco ({self.name}).",
+            "keywords": ["sentinel-2", "seasonal contrast", "self-supervised learning"]
+            + (["synthetic"] if synthetic else []),
+            "license": license,
+            "providers": providers,
+            "extent": {
+                "spatial": {"bbox": [agg.bbox or [-180.0, -90.0, 180.0, 90.0]]},
+                "temporal": {"interval": [[agg.start, agg.end]]},
+            },
+            "summaries": agg.summaries(),
+            "links": links,
+            "seco:recipe": recipe,
+            "seco:seed": recipe.get("seed"),
+            "seco:software": {"name": "seco", "version": __version__},
+            "seco:source": self.source,
+            "seco:stats": stats,
+        }
+
+
+class _Aggregate:
+    """Extent and summaries accumulated in one pass over the items."""
+
+    def __init__(self):
+        self.count = 0
+        self.bbox: list[float] | None = None
+        self.start: str | None = None
+        self.end: str | None = None
+        self.platforms: set[str] = set()
+        self.codes: set[str] = set()
+        self.ranges: dict[str, list[float]] = {}
+
+    def add(self, item: dict) -> None:
+        self.count += 1
+        b = item["bbox"]
+        self.bbox = b[:] if self.bbox is None else [
+            min(self.bbox[0], b[0]), min(self.bbox[1], b[1]), max(self.bbox[2], b[2]), max(self.bbox[3], b[3])
+        ]
+        p = item["properties"]
+        t = p["datetime"]
+        self.start = t if self.start is None or t < self.start else self.start
+        self.end = t if self.end is None or t > self.end else self.end
+        self.platforms.add(p["platform"])
+        self.codes.add(p["proj:code"])
+        for k in ("eo:cloud_cover", "seco:cloud_fraction", "seco:valid_fraction"):
+            v = p[k]
+            r = self.ranges.setdefault(k, [v, v])
+            r[0], r[1] = min(r[0], v), max(r[1], v)
+
+    def summaries(self) -> dict:
+        s = {
+            "platform": sorted(self.platforms),
+            "constellation": ["sentinel-2"],
+            "instruments": ["msi"],
+            "proj:code": sorted(self.codes),
+        }
+        for k, (lo, hi) in sorted(self.ranges.items()):
+            s[k] = {"minimum": lo, "maximum": hi}
+        return s
+
+
+def write_parquet(items: Iterator[dict], path: Path, chunk: int = 5000) -> int:
+    """Stream items into a stac-geoparquet file (atomically); return how many were written.
+
+    Our items are homogeneous, so the Arrow schema inferred from the first chunk holds for all of
+    them and the rest streams through in chunks: memory stays bounded at any catalog size.
+    """
+    from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
+
+    count = 0
+
+    def counted():
+        nonlocal count
+        for it in items:
+            count += 1
+            yield it
+
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        reader = parse_stac_items_to_arrow(counted(), chunk_size=chunk, schema="FirstBatch")
+        to_parquet(reader, tmp, compression="zstd")
+        if count:
+            os.replace(tmp, path)
+        elif path.exists():
+            path.unlink()
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return count
