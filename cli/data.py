@@ -40,44 +40,43 @@ def sample(ctx, out, workers, as_json, **opts):
     import json as _json
 
     from seco_data.collect import sample as run_sample
-    from seco_data.errors import IncompleteError
     from seco_data.recipe import load_recipe
 
     recipe = load_recipe(opts.pop("recipe"), recipe_overrides(opts))
     out = out or Path("data") / recipe.name
     quiet = ctx.obj["verbosity"] < 0
-    bar = _progress(recipe.n, quiet)
+    bar = _Progress(recipe.n, quiet)
     try:
         report = run_sample(recipe, out, workers=workers, progress=bar.update_from)
-    except IncompleteError:
+    finally:
         bar.close()
-        raise
-    bar.close()
     if as_json:
         click.echo(_json.dumps(report.to_dict(), indent=2))
     elif not quiet:
         click.echo(_summary(report))
 
 
-class _progress:
-    """A tqdm bar fed by the library's progress callback (the library itself never draws)."""
+class _Progress:
+    """A tqdm bar fed by the library's progress callback (the library itself never draws).
+
+    Created on the first result, so errors raised before any work print on a clean line.
+    """
 
     def __init__(self, total: int, quiet: bool):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, unit="loc", disable=quiet, dynamic_ncols=True, mininterval=0.5,
-                        desc="sampling", smoothing=0.1)
-        self.started = False
+        self.total, self.quiet, self.bar = total, quiet, None
 
     def update_from(self, p) -> None:
-        if not self.started:
-            self.bar.n = self.bar.last_print_n = 0
-            self.started = True
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=self.total, initial=p.accepted, unit="loc", disable=self.quiet,
+                            dynamic_ncols=True, mininterval=0.5, desc="sampling", smoothing=0.1)
         self.bar.update(p.accepted - self.bar.n)
         self.bar.set_postfix(rejected=p.rejected, refresh=False)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _summary(r) -> str:

@@ -31,7 +31,7 @@ def recipe_options(f):
                      help="Built-in recipe name (see `seco-data recipe list`) or a YAML file."),
         click.option("--n", type=int, help="Number of locations (each with every season)."),
         click.option("--seed", type=int, help="Seed of every random draw."),
-        click.option("--source", type=click.Choice(KNOWN_SOURCES), help="Imagery source."),
+        click.option("--source", help=f"Imagery source: {', '.join(KNOWN_SOURCES)} (checked by the recipe)."),
         click.option("--product", type=click.Choice(["L1C", "L2A"]), help="Processing level."),
         click.option("--bands", help="Comma-separated bands, e.g. B02,B03,B04,B08."),
         click.option("--scene-cloud-max", type=float, help="Scene cloud limit, percent."),

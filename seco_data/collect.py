@@ -210,7 +210,7 @@ def open_ledger(out: Path, recipe: Recipe) -> tuple[Ledger, bool]:
             raise LedgerError(f"{path} is not a seco ledger")
         if stored != recipe.fingerprint():
             old = json.loads(ledger.get("recipe") or "{}")
-            diff = _diff(old, recipe.to_dict())
+            diff = _diff(old, json.loads(json.dumps(recipe.to_dict())))
             ledger.close()
             raise UsageError(
                 f"{out} was collected with different settings ({', '.join(diff[:5]) or 'recipe'} differ)",

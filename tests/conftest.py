@@ -1,0 +1,35 @@
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("SECO_SHARED") or ROOT.parent / "shared")
+
+
+@pytest.fixture(scope="session")
+def shared() -> Path:
+    if not (SHARED / "data").is_dir():
+        pytest.fail(f"shared data not found at {SHARED}: set SECO_SHARED to the shared/ folder")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def schemas(shared) -> Path:
+    return shared / "stac-schemas"
+
+
+@pytest.fixture()
+def scripted(monkeypatch):
+    """Register tests/fakes.py:ScriptedSource as source 'scripted' for this test."""
+    import seco_data.sources as sources
+
+    monkeypatch.setitem(sources.SOURCES, "scripted", "fakes:ScriptedSource")
+    monkeypatch.setattr(sources, "KNOWN_SOURCES", sources.KNOWN_SOURCES + ("scripted",))
+    return "scripted"
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    # keep the land mask cache shared across tests (it is built once per machine)
+    monkeypatch.setenv("SECO_CACHE_DIR", os.environ.get("SECO_CACHE_DIR") or str(Path.home() / ".cache" / "seco"))

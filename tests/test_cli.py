@@ -1,0 +1,112 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from seco_cli.data import main as data_main
+from seco_cli.train import main as train_main
+
+
+@pytest.fixture()
+def runner():
+    return CliRunner()
+
+
+def _ok(result):
+    assert result.exit_code == 0, result.output + str(result.exception)
+    return result
+
+
+def _one_line_error(result, code, *fragments):
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = [line for line in result.output.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1, result.output
+    assert "Traceback" not in result.output
+    for f in fragments:
+        assert f in lines[0], lines[0]
+    return lines[0]
+
+
+def test_version_and_help(runner):
+    assert "seco-data, version" in _ok(runner.invoke(data_main, ["--version"])).output
+    assert "seco-train, version" in _ok(runner.invoke(train_main, ["--version"])).output
+    out = _ok(runner.invoke(data_main, ["--help"])).output
+    assert "sample" in out and "catalog" in out and "recipe" in out
+
+
+def test_sample_info_validate_rebuild(runner, tmp_path, scripted, schemas):
+    out = tmp_path / "demo"
+    args = ["sample", "--source", scripted, "--n", "4", "--out", str(out), "--bands", "B02,B03,B04,B08",
+            "--set", "seasons.shift_days=30"]
+    r = _ok(runner.invoke(data_main, args))
+    assert "collected 4/4 locations, 16 patches" in r.output and "catalog.json" in r.output
+    r = _ok(runner.invoke(data_main, args + ["--json"]))  # rerun: resumes, nothing to do
+    assert json.loads(r.output[r.output.index("{"):])["resumed"] is True
+    info = _ok(runner.invoke(data_main, ["catalog", "info", str(out)])).output
+    assert "locations   4 of 4" in info and "scene cloud" in info
+    info = json.loads(_ok(runner.invoke(data_main, ["catalog", "info", str(out), "--json"])).output)
+    assert info["items"] == 16
+    r = _ok(runner.invoke(data_main, ["catalog", "validate", str(out), "--schemas", str(schemas)]))
+    assert "19 STAC objects valid" in r.output
+    assert "rebuilt: 4 locations, 16 items" in _ok(runner.invoke(data_main, ["catalog", "rebuild", str(out)])).output
+    # -q prints nothing on success; -v logs
+    r = _ok(runner.invoke(data_main, ["-q"] + args))
+    assert r.output.strip() == ""
+
+
+def test_recipe_commands(runner):
+    assert "seco-1m" in _ok(runner.invoke(data_main, ["recipe", "list"])).output
+    r = _ok(runner.invoke(data_main, ["recipe", "show", "--recipe", "seco-1m", "--source", "sim", "--n", "7"]))
+    assert "source: sim" in r.output and "n: 7" in r.output
+
+
+def test_bad_inputs_are_one_line_errors(runner, tmp_path, scripted):
+    r = runner.invoke(data_main, ["sample", "--n", "many"])
+    assert r.exit_code == 2 and "Invalid value" in r.output  # click usage error
+    r = runner.invoke(data_main, ["sample", "--frobnicate"])
+    assert r.exit_code == 2 and "No such option" in r.output
+    _one_line_error(runner.invoke(data_main, ["sample", "--set", "seasons.windw_days=3", "--out", str(tmp_path / "x")]),
+                    2, "seasons.windw_days", "did you mean")
+    _one_line_error(runner.invoke(data_main, ["sample", "--patch-cloud-max", "3", "--out", str(tmp_path / "x")]),
+                    2, "filters.patch_cloud_max")
+    _one_line_error(runner.invoke(data_main, ["sample", "--recipe", str(tmp_path / "nope.yaml")]), 2, "does not exist")
+    _one_line_error(runner.invoke(data_main, ["sample", "--recipe", "seco-1m", "--out", str(tmp_path / "y")]),
+                    2, "earthengine", "--source sim")
+    (tmp_path / "f").write_text("x")
+    _one_line_error(runner.invoke(data_main, ["sample", "--source", scripted, "--n", "2", "--out", str(tmp_path / "f" / "o")]),
+                    3, "cannot write")
+    _one_line_error(runner.invoke(data_main, ["catalog", "info", str(tmp_path)]), 4, "no collection.json")
+    _one_line_error(runner.invoke(data_main, ["catalog", "rebuild", str(tmp_path)]), 4, "ledger")
+    _one_line_error(runner.invoke(data_main, ["catalog", "validate", str(tmp_path), "--schemas", str(tmp_path / "none")]),
+                    4, "schema folder")
+
+
+def test_corrupt_ledger_and_invalid_catalog(runner, tmp_path, scripted, schemas):
+    out = tmp_path / "o"
+    args = ["sample", "--source", scripted, "--n", "2", "--out", str(out), "--bands", "B02"]
+    _ok(runner.invoke(data_main, args))
+    tifs = {p: p.read_bytes() for p in out.rglob("*.tif")}
+    (out / "ledger.sqlite").write_bytes(b"\0garbage" * 1000)
+    for p in out.glob("ledger.sqlite-*"):
+        p.unlink()
+    _one_line_error(runner.invoke(data_main, args), 3, "corrupt")
+    assert {p: p.read_bytes() for p in tifs} == tifs
+    # a broken item is reported by validate with a non-zero exit
+    item = next(out.glob("*/*/*.json"))
+    d = json.loads(item.read_text())
+    d["properties"]["eo:cloud_cover"] = "cloudy"
+    item.write_text(json.dumps(d))
+    r = runner.invoke(data_main, ["catalog", "validate", str(out), "--schemas", str(schemas)])
+    assert r.exit_code == 4 and "eo:cloud_cover" in r.output
+
+
+def test_internal_errors_are_one_line(runner, tmp_path, scripted, monkeypatch):
+    import seco_data.collect as collect
+
+    def boom(*a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(collect, "sample", boom)
+    line = _one_line_error(runner.invoke(data_main, ["sample", "--source", scripted, "--out", str(tmp_path / "z")]),
+                           70, "internal error", "disk on fire", "-vv")
+    assert "safe to resume" in line

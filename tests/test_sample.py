@@ -1,0 +1,111 @@
+import json
+import shutil
+
+import pystac
+import pytest
+
+from helpers import check_catalog, ledger_rows
+from seco_data.collect import finalize, sample
+from seco_data.errors import IncompleteError, LedgerError, OutputError, UsageError
+from seco_data.info import catalog_info
+from seco_data.recipe import load_recipe
+from seco_data.validate import validate_catalog
+
+
+def _recipe(source, **kw):
+    return load_recipe("demo", {"source": source, "n": 12, "bands": ["B02", "B03", "B04", "B08", "B05", "B01"], **kw})
+
+
+def test_scripted_run_is_a_valid_complete_catalog(tmp_path, scripted, schemas):
+    out = tmp_path / "out"
+    report = sample(_recipe(scripted), out)
+    assert report.complete and report.accepted == 12 and report.patches == 48
+    items = check_catalog(out, 12, 4)
+    n, problems = validate_catalog(out, schemas)
+    assert problems == [] and n == 1 + 1 + 1 + 48
+    # pystac reads the tree and resolves links
+    cat = pystac.Catalog.from_file(str(out / "catalog.json"))
+    coll = next(cat.get_children())
+    assert isinstance(coll, pystac.Collection) and len(list(coll.get_items(recursive=True))) == 48
+    c = json.loads((out / "collection.json").read_text())
+    assert c["seco:recipe"]["n"] == 12 and c["seco:recipe"]["bands"][0] == "B02"
+    assert c["seco:stats"]["locations"] == 12 and c["seco:source"]["synthetic"] is True
+    it = items[0]
+    assert set(it["assets"]) == {"data_10m", "data_20m", "data_60m"}
+    assert it["assets"]["data_20m"]["proj:shape"] == [132, 132]
+    info = catalog_info(out)
+    assert info["locations"] == 12 and info["items"] == 48 and info["items_per_season"] == {str(s): 12 for s in range(4)}
+    assert sum(h["count"] for h in info["scene_cloud_histogram"]) == 48
+
+
+def test_same_result_whatever_the_workers(tmp_path, scripted):
+    r = _recipe(scripted, n=20)
+    sample(r, tmp_path / "a", workers=1)
+    sample(r, tmp_path / "b", workers=4)
+    assert ledger_rows(tmp_path / "a") == ledger_rows(tmp_path / "b")
+    for p in (tmp_path / "a").rglob("*.tif"):
+        assert p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
+
+
+def test_rerun_resumes_grows_and_refuses_other_settings(tmp_path, scripted):
+    out = tmp_path / "out"
+    sample(_recipe(scripted, n=5), out)
+    before = ledger_rows(out)
+    again = sample(_recipe(scripted, n=5), out)
+    assert again.resumed and ledger_rows(out) == before  # nothing redone, nothing lost
+    grown = sample(_recipe(scripted, n=8), out)
+    assert grown.accepted == 8 and ledger_rows(out)[: len(before)] == before
+    # growing gives the same dataset as asking for 8 at once
+    sample(_recipe(scripted, n=8), tmp_path / "fresh")
+    assert ledger_rows(tmp_path / "fresh") == ledger_rows(out)
+    with pytest.raises(UsageError, match="filters.scene_cloud_max"):
+        sample(_recipe(scripted, n=8, **{"filters.scene_cloud_max": 5}), out)
+    with pytest.raises(UsageError, match="already holds 8"):
+        sample(_recipe(scripted, n=3), out)
+    check_catalog(out, 8, 4)
+
+
+def test_output_folder_errors(tmp_path, scripted):
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "precious.txt").write_text("keep")
+    with pytest.raises(OutputError, match="not empty"):
+        sample(_recipe(scripted), tmp_path / "full")
+    assert (tmp_path / "full" / "precious.txt").read_text() == "keep"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        sample(_recipe(scripted), tmp_path / "file" / "out")
+
+
+def test_corrupt_ledger_is_refused_and_nothing_is_touched(tmp_path, scripted):
+    out = tmp_path / "out"
+    sample(_recipe(scripted, n=3), out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix == ".tif"}
+    (out / "ledger.sqlite").write_bytes(b"this is not a database" * 100)
+    for p in out.glob("ledger.sqlite-*"):
+        p.unlink()
+    with pytest.raises(LedgerError, match="corrupt"):
+        sample(_recipe(scripted, n=3), out)
+    assert {p: p.read_bytes() for p in before} == before
+
+
+def test_exhausted_candidates_give_an_incomplete_but_valid_catalog(tmp_path, scripted, schemas):
+    from fakes import ScriptedSource
+    import seco_data.sources as sources
+
+    class Picky(ScriptedSource):
+        def search(self, grid, start, end):  # only locations east of Greenwich ever pass
+            lon = grid.centre_lonlat[0]
+            return super().search(grid, start, end) if lon > 0 else []
+
+    sources.SOURCES["scripted"] = f"{__name__}:_Picky"
+    globals()["_Picky"] = Picky
+    out = tmp_path / "out"
+    with pytest.raises(IncompleteError, match="only"):
+        sample(_recipe(scripted, n=30, max_draws_per_location=1), out)
+    c = json.loads((out / "collection.json").read_text())
+    got = c["seco:stats"]["locations"]
+    assert 0 < got < 30 and c["seco:stats"]["rejections"]["no_scene"] > 0
+    check_catalog(out, got, 4)
+    assert validate_catalog(out, schemas)[1] == []
+    shutil.rmtree(out / "0000" / "catalog.json", ignore_errors=True)
+    assert finalize(out).accepted == got  # rebuild from the ledger
