@@ -278,9 +278,11 @@ def sample(
         try:
             write_atomic(out / RECIPE, recipe.to_yaml().encode())
             source = get_source(recipe.source, recipe.product, **recipe.source_options)
+            with ledger:
+                ledger.set("source", json.dumps(source_metadata(source), sort_keys=True))
             try:
                 _run(recipe, out, ledger, source, workers, progress, retry)
-                report = finalize(out, ledger=ledger, source=source, seconds=time.perf_counter() - t0)
+                report = finalize(out, ledger=ledger, seconds=time.perf_counter() - t0)
                 report.resumed = resumed
             finally:
                 source.close()
@@ -416,16 +418,28 @@ def _commit(out: Path, ledger: Ledger, writer: CatalogWriter, recipe: Recipe, o:
         ledger.add_skips(o.skipped)
 
 
-def finalize(out: str | Path, *, ledger: Ledger | None = None, source: Source | None = None, seconds: float = 0.0) -> Report:
-    """(Re)write the catalog tree and the parquet index of OUT from its ledger."""
+def source_metadata(source: Source) -> dict:
+    """What the catalog says about a source (recorded in the ledger; never a secret)."""
+    return {
+        "describe": source.describe(),
+        "providers": list(source.providers),
+        "license": source.license,
+        "scale": source.scale,
+    }
+
+
+def finalize(out: str | Path, *, ledger: Ledger | None = None, seconds: float = 0.0) -> Report:
+    """(Re)write the catalog tree and the parquet index of OUT from its ledger alone."""
     out = Path(out)
     own = ledger is None
     if own:
         ledger = Ledger(out / LEDGER, create=False)
     try:
         recipe = recipe_from_dict(json.loads(ledger.get("recipe") or "{}"))
-        if source is None:
-            source = get_source(recipe.source, recipe.product, **recipe.source_options)
+        meta = json.loads(ledger.get("source") or "null") or {
+            "describe": {"name": recipe.source, "product": recipe.product, "synthetic": recipe.source == "sim"},
+            "providers": [], "license": "other", "scale": 1e-4,
+        }
         counts = ledger.counts()
         stats = {
             "requested": recipe.n,
@@ -435,15 +449,14 @@ def finalize(out: str | Path, *, ledger: Ledger | None = None, source: Source | 
             "rejections": counts["rejections"],
             "skipped_scenes": counts["skipped_scenes"],
         }
-        writer = CatalogWriter(out, name=recipe.name, seasons=recipe.seasons.count, source=source.describe(), scale=source.scale)
-        providers = list(source.providers) + [{
+        writer = CatalogWriter(out, name=recipe.name, seasons=recipe.seasons.count, source=meta["describe"],
+                               scale=meta["scale"])
+        providers = meta["providers"] + [{
             "name": "seco",
             "roles": ["processor"],
-            "url": "https://github.com/seco-toolkit/seco",
             "description": "Seasonal patches selected, cut and catalogued by seco-data sample.",
         }]
-        writer.finalize(ledger, recipe=recipe.to_dict(), stats=stats, providers=providers,
-                        license=getattr(source, "license", "other"))
+        writer.finalize(ledger, recipe=recipe.to_dict(), stats=stats, providers=providers, license=meta["license"])
         return Report(out, recipe.n, counts["accepted"], counts["patches"], counts["candidates"],
                       counts["rejections"], counts["skipped_scenes"], seconds, resumed=False)
     finally:

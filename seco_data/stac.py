@@ -154,8 +154,12 @@ class CatalogWriter:
         self.scale = scale
 
     def write_items(self, rows: Iterable[PatchRow]) -> None:
+        made = set()
         for row in rows:
             d = self.root / location_dir(row.location, self.seasons)
+            if d not in made:
+                d.mkdir(parents=True, exist_ok=True)
+                made.add(d)
             dump_json(d / f"{row.item_id}.json", self.item(row))
 
     def item(self, row: PatchRow) -> dict:
