@@ -6,9 +6,11 @@ candidate is needed unless it fails, nothing is collected beyond n, and the resu
 first n candidates (in stream order) that pass every filter, whatever the number of workers and
 whatever order the results come back in.
 
-Crash safety: this process is the only writer. Workers select scenes and return encoded GeoTIFF
-bytes; files are written atomically here, then the ledger transaction marks the location accepted.
-A rerun deletes the folders of locations left pending and processes them again.
+Crash safety: a worker writes only its own location's folder (GeoTIFFs and item JSON, each through
+a temporary name and ``os.replace``); this process alone writes the ledger, and marks a location
+accepted only after its worker has returned. A rerun deletes the folders of locations left pending
+and processes them again. Forked workers share the run's exclusive lock and die with their parent,
+so a rerun cannot start while any process of a killed run is still writing.
 """
 
 from __future__ import annotations
@@ -108,13 +110,26 @@ def _watch_parent(ppid: int) -> None:
 
 def _init_process(name: str, product: str, options: dict, ppid: int) -> None:
     global _worker_source
+    from threadpoolctl import threadpool_limits
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
+    threadpool_limits(limits=1)  # parallelism comes from the workers; BLAS pools would oversubscribe
     _worker_source = get_source(name, product, **options)
 
 
-def _process_task(recipe: Recipe, idx: int, grid, retry: RetryPolicy) -> Outcome:
-    return collect_location(_worker_source, recipe, idx, grid, retry)
+def _work(source: Source, recipe: Recipe, task: tuple, retry: RetryPolicy, out: Path) -> Outcome:
+    """Select, read, encode and write one location; its ledger rows travel back in ``patches``."""
+    idx, lon, lat, origin, grid = task
+    o = collect_location(source, recipe, idx, grid, retry)
+    if o.accepted:
+        o.patches = _write_location(out, source, recipe, o, lon, lat, origin)
+        o.encoded = {}  # the bytes are on disk: do not send them back
+    return o
+
+
+def _process_task(recipe: Recipe, task: tuple, retry: RetryPolicy, out: Path) -> Outcome:
+    return _work(_worker_source, recipe, task, retry, out)
 
 
 class _Inline:
@@ -137,13 +152,13 @@ class _Inline:
 
 def _executor(recipe: Recipe, source: Source, workers: int):
     if workers <= 1:
-        return _Inline(lambda r, i, g, p: collect_location(source, r, i, g, p))
+        return _Inline(lambda r, t, p, o: _work(source, r, t, p, o))
     if source.io_bound:
-        def thread_task(r, i, g, p):
+        def thread_task(r, t, p, o):
             s = getattr(_thread_local, "source", None)
             if s is None:
                 s = _thread_local.source = get_source(recipe.source, recipe.product, **recipe.source_options)
-            return collect_location(s, r, i, g, p)
+            return _work(s, r, t, p, o)
 
         pool = cf.ThreadPoolExecutor(max_workers=workers)
         return _Submit(pool, thread_task)
@@ -281,7 +296,10 @@ def sample(
             with ledger:
                 ledger.set("source", json.dumps(source_metadata(source), sort_keys=True))
             try:
-                _run(recipe, out, ledger, source, workers, progress, retry)
+                from threadpoolctl import threadpool_limits
+
+                with threadpool_limits(limits=1):  # also in this process (inline work, writes)
+                    _run(recipe, out, ledger, source, workers, progress, retry)
                 report = finalize(out, ledger=ledger, seconds=time.perf_counter() - t0)
                 report.resumed = resumed
             finally:
@@ -315,7 +333,6 @@ def _run(recipe, out, ledger, source, workers, progress, retry) -> None:
     counts = ledger.counts()
     accepted, rejected = counts["accepted"], counts["rejected"]
     reasons = Counter(counts["rejections"])
-    writer = CatalogWriter(out, name=recipe.name, seasons=seasons, source=source.describe(), scale=source.scale)
     executor = _executor(recipe, source, workers)
     in_flight: dict[cf.Future, tuple] = {}  # future -> (idx, lon, lat, origin, grid)
     capacity = max(1, 2 * workers)
@@ -346,7 +363,7 @@ def _run(recipe, out, ledger, source, workers, progress, retry) -> None:
                 task = next_task()
                 if task is None:
                     break
-                in_flight[executor.submit(recipe, task[0], task[4], retry)] = task
+                in_flight[executor.submit(recipe, task, retry, out)] = task
             if not in_flight:
                 break
             done, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
@@ -354,7 +371,9 @@ def _run(recipe, out, ledger, source, workers, progress, retry) -> None:
                 idx, lon, lat, origin, _ = in_flight.pop(fut)
                 outcome: Outcome = fut.result()
                 if outcome.accepted:
-                    _commit(out, ledger, writer, recipe, outcome, lon, lat, origin)
+                    with ledger:
+                        ledger.accept(idx, outcome.patches)
+                        ledger.add_skips(outcome.skipped)
                     accepted += 1
                     consecutive_errors = 0
                 else:
@@ -383,9 +402,9 @@ def _run(recipe, out, ledger, source, workers, progress, retry) -> None:
     executor.shutdown(wait=True)
 
 
-def _commit(out: Path, ledger: Ledger, writer: CatalogWriter, recipe: Recipe, o: Outcome,
-            lon: float, lat: float, origin: str) -> None:
-    """Write one accepted location's files, then record it in the ledger (one transaction)."""
+def _write_location(out: Path, source: Source, recipe: Recipe, o: Outcome, lon: float, lat: float,
+                    origin: str) -> list[dict]:
+    """Write one accepted location's GeoTIFFs and items; return its ledger rows."""
     seasons = recipe.seasons.count
     folder = out / location_dir(o.index, seasons)
     folder.mkdir(parents=True, exist_ok=True)
@@ -412,10 +431,8 @@ def _commit(out: Path, ledger: Ledger, writer: CatalogWriter, recipe: Recipe, o:
         }
         patches.append(p)
         rows.append(PatchRow(location=o.index, lon=lon, lat=lat, origin=origin or "", grid=o.grid, **p))
-    writer.write_items(rows)
-    with ledger:
-        ledger.accept(o.index, patches)
-        ledger.add_skips(o.skipped)
+    CatalogWriter(out, name=recipe.name, seasons=seasons, source=source.describe(), scale=source.scale).write_items(rows)
+    return patches
 
 
 def source_metadata(source: Source) -> dict:

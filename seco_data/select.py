@@ -52,6 +52,7 @@ class Outcome:
     detail: str = ""
     skipped: Counter = field(default_factory=Counter)  # scene-level skips by reason
     seconds: float = 0.0
+    patches: list[dict] = field(default_factory=list)  # ledger rows, once the files are written
 
     @property
     def accepted(self) -> bool:
