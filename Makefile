@@ -32,7 +32,7 @@ demo: install
 	@echo "  catalog  $(DEMO_OUT)/catalog.json  (STAC: collection.json, items in $(DEMO_OUT)/0000/)"
 	@echo "  index    $(DEMO_OUT)/items.parquet"
 	@echo "  patches  $(DEMO_OUT)/0000/<location>/*.tif  (lossless GeoTIFF, UTM)"
-	@echo "  shards, training and evaluation: not in this release yet (see README, Roadmap)"
+	@echo "  shards, training and evaluation: not in this release yet (README: Status)"
 
 test: install
 	SECO_SHARED=$(SHARED) $(BIN)/python -m pytest -q

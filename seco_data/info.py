@@ -11,16 +11,15 @@ import numpy as np
 from .errors import CatalogError
 
 CLOUD_BINS = [0, 5, 10, 20, 30, 50, 75, 100]  # scene cloud, percent
+CLOUD_LABELS = ["0-5%", "5-10%", "10-20%", "20-30%", "30-50%", "50-75%", "75-100%"]
 FRACTION_BINS = [0.0, 1e-9, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]  # first bin: exactly 0
+FRACTION_LABELS = ["0", "0-1%", "1-2%", "2-5%", "5-10%", "10-20%", "20-50%", "50-100%"]
 
 
-def _histogram(values: np.ndarray, edges: list[float], fmt: str) -> list[dict]:
+def _histogram(values: np.ndarray, edges: list[float], labels: list[str]) -> list[dict]:
+    """Counts per bin; bins are [lo, hi) except the last, which includes its upper edge."""
     counts, _ = np.histogram(values, bins=edges)
-    out = []
-    for lo, hi, c in zip(edges[:-1], edges[1:], counts):
-        label = fmt.format(lo) if hi - lo < 1e-6 else f"{fmt.format(lo)}-{fmt.format(hi)}"
-        out.append({"bin": label, "count": int(c)})
-    return out
+    return [{"bin": label, "count": int(c)} for label, c in zip(labels, counts)]
 
 
 def catalog_info(root: str | Path) -> dict:
@@ -65,10 +64,10 @@ def catalog_info(root: str | Path) -> dict:
         "start": interval[0],
         "end": interval[1],
         "dates_by_month": dict(sorted(months.items())),
-        "scene_cloud_histogram": _histogram(np.asarray(data["eo:cloud_cover"], float), CLOUD_BINS, "{:g}%"),
-        "patch_cloud_histogram": _histogram(np.asarray(data["seco:cloud_fraction"], float), FRACTION_BINS, "{:g}"),
+        "scene_cloud_histogram": _histogram(np.asarray(data["eo:cloud_cover"], float), CLOUD_BINS, CLOUD_LABELS),
+        "patch_cloud_histogram": _histogram(np.asarray(data["seco:cloud_fraction"], float), FRACTION_BINS, FRACTION_LABELS),
         "coverage_histogram": _histogram(
-            1.0 - np.asarray(data["seco:valid_fraction"], float), FRACTION_BINS, "{:g}"
+            1.0 - np.asarray(data["seco:valid_fraction"], float), FRACTION_BINS, FRACTION_LABELS
         ),
         "candidates": stats.get("candidates"),
         "rejections": stats.get("rejections", {}),
