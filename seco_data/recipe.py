@@ -13,7 +13,6 @@ import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
@@ -118,20 +117,17 @@ class Recipe:
 
 # -- loading ---------------------------------------------------------------------------------
 
-BUILTIN_PACKAGE = "seco_data.catalogs"
-
-
 def builtin_recipes() -> dict[str, Path]:
-    """Recipes shipped in ``catalogs/`` by name (``demo``, ``seco-1m`` ...)."""
-    out: dict[str, Path] = {}
-    try:  # an installed wheel maps catalogs/ to the seco_data.catalogs package
-        root = Path(str(resources.files(BUILTIN_PACKAGE)))
-    except ModuleNotFoundError:  # a source checkout or an editable install
-        root = Path(__file__).resolve().parent.parent / "catalogs"
-    if root.is_dir():
-        for entry in root.glob("*.yaml"):
-            out[entry.stem] = entry
-    return dict(sorted(out.items()))
+    """Recipes shipped in ``catalogs/`` by name (``demo``, ``seco-1m`` ...).
+
+    An installed wheel carries them as ``seco_data/catalogs/``; a checkout or an editable install
+    has them in the repository's ``catalogs/`` beside ``seco_data/``.
+    """
+    here = Path(__file__).resolve().parent
+    for root in (here / "catalogs", here.parent / "catalogs"):
+        if root.is_dir():
+            return {p.stem: p for p in sorted(root.glob("*.yaml"))}
+    return {}
 
 
 def resolve_recipe_path(name_or_path: str | Path) -> Path:
