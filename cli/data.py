@@ -45,9 +45,12 @@ def sample(ctx, out, workers, as_json, **opts):
     recipe = load_recipe(opts.pop("recipe"), recipe_overrides(opts))
     out = out or Path("data") / recipe.name
     quiet = ctx.obj["verbosity"] < 0
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     bar = _Progress(recipe.n, quiet)
     try:
-        report = run_sample(recipe, out, workers=workers, progress=bar.update_from)
+        with logging_redirect_tqdm():  # log lines (retries...) print above the bar, not through it
+            report = run_sample(recipe, out, workers=workers, progress=bar.update_from)
     finally:
         bar.close()
     if as_json:

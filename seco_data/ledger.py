@@ -87,7 +87,8 @@ class Ledger:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(_SCHEMA) if create else None
+            if create:
+                self.db.executescript(_SCHEMA)
             version = self.get("schema_version")
             if version is None and create:
                 self.set("schema_version", SCHEMA_VERSION)

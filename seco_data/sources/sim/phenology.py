@@ -82,7 +82,9 @@ def snow_fraction(lat: float, doy: int, anomaly: float = 0.0) -> float:
         return 0.0
     sd = doy if lat >= 0 else (doy + 182) % 365
     winter = 0.5 + 0.5 * math.cos(2 * math.pi * _cyc(sd - 45) / 365.0)
-    w0 = 0.35 + max(0.0, 60.0 - a) * 0.047 + 0.1 * anomaly
+    # snow-line latitude ~56 deg at the peak of winter (later and rarer towards 45 deg), so maritime
+    # mid-latitudes (no continentality in this model) see little snow and none by spring
+    w0 = 0.35 + max(0.0, 62.0 - a) * 0.05 + 0.1 * anomaly
     if a > 60.0:
         w0 -= min(a - 60.0, 15.0) * 0.012  # the far north keeps snow longer
     return float(min(max((winter - w0) / 0.3, 0.0), 1.0))
