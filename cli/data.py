@@ -89,6 +89,8 @@ def _summary(r) -> str:
         f"candidates drawn: {r.candidates}; locations rejected: "
         + (", ".join(f"{k} {v}" for k, v in sorted(r.rejections.items())) or "none"),
         "scenes skipped: " + (", ".join(f"{k} {v}" for k, v in sorted(r.skipped_scenes.items())) or "none"),
+        *(["source usage: " + ", ".join(f"{k} {v}" for k, v in sorted(r.source_stats.items()))]
+          if r.source_stats else []),
         f"catalog: {r.out / 'catalog.json'}  (index: {r.out / 'items.parquet'})",
         f"next: seco-data catalog info {r.out}",
     ]
@@ -198,3 +200,8 @@ def recipe_show(**opts):
     from seco_data.recipe import load_recipe
 
     click.echo(load_recipe(opts.pop("recipe"), recipe_overrides(opts)).to_yaml(), nl=False)
+
+
+from .sources import sources  # noqa: E402  (the group is defined in its own module)
+
+main.add_command(sources)

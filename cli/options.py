@@ -20,6 +20,8 @@ FLAG_KEYS = {
     "sampler": "locations.sampler",
     "locations_path": "locations.path",
     "compress": "compress",
+    "ee_project": "source_options.project",
+    "stac_url": "source_options.url",
 }
 
 
@@ -42,6 +44,8 @@ def recipe_options(f):
         click.option("--locations", "locations_path", type=click.Path(dir_okay=False),
                      help="GeoJSON (aoi) or CSV of lon,lat (points) for the sampler."),
         click.option("--compress", type=click.Choice(COMPRESSIONS), help="GeoTIFF codec (lossless)."),
+        click.option("--ee-project", help="Earth Engine: Google Cloud project (source_options.project)."),
+        click.option("--stac-url", help="STAC: API URL, or a static catalog.json path or URL (source_options.url)."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
                      help="Override any recipe key, e.g. --set seasons.shift_days=0 (repeatable)."),
     ]

@@ -76,6 +76,7 @@ class Report:
     skipped_scenes: dict
     seconds: float
     resumed: bool
+    source_stats: dict = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -90,6 +91,7 @@ class Report:
             "candidates": self.candidates,
             "rejections": self.rejections,
             "skipped_scenes": self.skipped_scenes,
+            "source": self.source_stats,
             "seconds": round(self.seconds, 3),
             "resumed": self.resumed,
         }
@@ -374,12 +376,14 @@ def _run(recipe, out, ledger, source, workers, progress, retry) -> None:
                     with ledger:
                         ledger.accept(idx, outcome.patches)
                         ledger.add_skips(outcome.skipped)
+                        ledger.add_source_stats(outcome.source_stats)
                     accepted += 1
                     consecutive_errors = 0
                 else:
                     with ledger:
                         ledger.reject(idx, outcome.reason, outcome.detail)
                         ledger.add_skips(outcome.skipped)
+                        ledger.add_source_stats(outcome.source_stats)
                     rejected += 1
                     reasons[outcome.reason] += 1
                     if outcome.reason == "source_error":
@@ -465,6 +469,7 @@ def finalize(out: str | Path, *, ledger: Ledger | None = None, seconds: float = 
             "candidates": counts["candidates"],
             "rejections": counts["rejections"],
             "skipped_scenes": counts["skipped_scenes"],
+            "source": counts["source"],
         }
         writer = CatalogWriter(out, name=recipe.name, seasons=recipe.seasons.count, source=meta["describe"],
                                scale=meta["scale"])
@@ -475,7 +480,8 @@ def finalize(out: str | Path, *, ledger: Ledger | None = None, seconds: float = 
         }]
         writer.finalize(ledger, recipe=recipe.to_dict(), stats=stats, providers=providers, license=meta["license"])
         return Report(out, recipe.n, counts["accepted"], counts["patches"], counts["candidates"],
-                      counts["rejections"], counts["skipped_scenes"], seconds, resumed=False)
+                      counts["rejections"], counts["skipped_scenes"], seconds, resumed=False,
+                      source_stats=counts["source"])
     finally:
         if own:
             ledger.close()

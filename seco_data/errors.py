@@ -62,10 +62,17 @@ class SourceError(SecoError):
 
 
 class SourceUnavailable(SourceError, ConnectionError):
-    """A transient failure (network, 5xx, 429): worth retrying with backoff."""
+    """A transient failure (network, 5xx, 429): worth retrying with backoff.
+
+    ``retry_after`` (seconds) is the server's own advice (429/503 ``Retry-After``), when it gave one.
+    """
 
     exit_code = 6
     hint = "the service is unreachable or overloaded; rerun the same command later to resume"
+
+    def __init__(self, message: str, *, hint: str | None = None, retry_after: float | None = None):
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
 
 
 class CredentialsError(SourceError, PermissionError):

@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS patches (
     PRIMARY KEY (location, season)
 );
 CREATE TABLE IF NOT EXISTS skips (reason TEXT PRIMARY KEY, count INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS source_stats (key TEXT PRIMARY KEY, value REAL NOT NULL);
 """
 
 
@@ -159,6 +160,13 @@ class Ledger:
             list(skipped.items()),
         )
 
+    def add_source_stats(self, stats: Counter) -> None:
+        self.db.executemany(
+            "INSERT INTO source_stats (key, value) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET value = value + excluded.value",
+            [(k, float(v)) for k, v in stats.items()],
+        )
+
     def next_index(self) -> int:
         row = self.db.execute("SELECT MAX(idx) FROM candidates").fetchone()
         return 0 if row[0] is None else row[0] + 1
@@ -191,6 +199,8 @@ class Ledger:
         )
         skips = dict(self.db.execute("SELECT reason, count FROM skips ORDER BY reason").fetchall())
         patches = self.db.execute("SELECT COUNT(*) FROM patches").fetchone()[0]
+        source = {k: (int(v) if float(v).is_integer() else round(v, 3))
+                  for k, v in self.db.execute("SELECT key, value FROM source_stats ORDER BY key")}
         return {
             "candidates": sum(status.values()),
             "accepted": status.get("accepted", 0),
@@ -199,6 +209,7 @@ class Ledger:
             "patches": patches,
             "rejections": reasons,
             "skipped_scenes": skips,
+            "source": source,
         }
 
     def patches(self, batch: int = 5000) -> Iterator[PatchRow]:

@@ -354,6 +354,16 @@ def validate(r: Recipe) -> None:
     from .geotiff import COMPRESSIONS
 
     _check(r.compress in COMPRESSIONS, "compress", f"must be one of {', '.join(COMPRESSIONS)}")
-    secretish = [k for k in r.source_options if any(w in k.lower() for w in ("secret", "token", "password", "key"))]
+    secretish = [k for k in r.source_options if _looks_secret(k)]
     _check(not secretish, f"source_options.{secretish[0] if secretish else ''}",
            "looks like a secret: pass credentials through the environment, never in a recipe")
+
+
+def _looks_secret(key: str) -> bool:
+    """Option names that would carry a secret (``client_secret``, ``api_key``, ``access_token``);
+    ``token_url`` or ``credentials`` (a file path) are fine."""
+    k = key.lower()
+    if k.endswith(("_url", "_file", "_path")):
+        return False
+    return any(w in k for w in ("secret", "password", "passwd", "apikey", "api_key", "private_key")) or k in (
+        "key", "token", "access_token", "refresh_token")

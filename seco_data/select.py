@@ -53,6 +53,7 @@ class Outcome:
     skipped: Counter = field(default_factory=Counter)  # scene-level skips by reason
     seconds: float = 0.0
     patches: list[dict] = field(default_factory=list)  # ledger rows, once the files are written
+    source_stats: Counter = field(default_factory=Counter)  # increase of source.counters
 
     @property
     def accepted(self) -> bool:
@@ -116,6 +117,7 @@ def collect_location(
 ) -> Outcome:
     """Select every season of one location and, if all are found, read and encode the pixels."""
     t0 = time.perf_counter()
+    before = Counter(source.counters)
     out = Outcome(index, grid)
     try:
         for w in windows(recipe.seasons, recipe.seed, index):
@@ -139,4 +141,5 @@ def collect_location(
         out.reason, out.detail = "source_error", e.one_line()
         out.choices, out.encoded = [], {}
     out.seconds = time.perf_counter() - t0
+    out.source_stats = Counter({k: v - before.get(k, 0) for k, v in source.counters.items() if v != before.get(k, 0)})
     return out

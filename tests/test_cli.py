@@ -110,3 +110,13 @@ def test_internal_errors_are_one_line(runner, tmp_path, scripted, monkeypatch):
     line = _one_line_error(runner.invoke(data_main, ["sample", "--source", scripted, "--out", str(tmp_path / "z")]),
                            70, "internal error", "disk on fire", "-vv")
     assert "safe to resume" in line
+
+
+def test_sources_check(runner, scripted):
+    r = _ok(runner.invoke(data_main, ["sources", "check"]))  # the default: the simulator
+    assert "ok   pixels" in r.output and "sim is ready" in r.output
+    r = _ok(runner.invoke(data_main, ["sources", "check", "--source", scripted, "--lon", "2.35", "--lat", "48.85",
+                                      "--bands", "B02,B05"]))
+    assert "10 m: 1x264x264 uint16, 20 m: 1x132x132 uint16" in r.output
+    r = runner.invoke(data_main, ["sources", "check", "--source", scripted, "--set", "source_options.fail_first=99"])
+    assert r.exit_code == 6 and "FAIL search" in r.output and "Traceback" not in r.output

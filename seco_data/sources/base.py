@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import abc
 import datetime as dt
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,6 +86,17 @@ class Source(abc.ABC):
         if product not in ("L1C", "L2A"):
             raise ValueError(f"unknown product {product!r}: use L1C or L2A")
         self.product = product
+        #: usage counters (requests, retries, processing_units, bytes ...): the collector sums the
+        #: increase over each location into the run's report and the catalog's stats
+        self.counters: Counter = Counter()
+
+    def check(self) -> dict:
+        """Verify credentials and reachability cheaply (no pixels) for ``seco-data sources check``.
+
+        Returns facts worth showing (endpoint, project, quota ...), never a secret. Raises
+        :class:`CredentialsError`, :class:`SourceUnavailable` or :class:`SourceError`.
+        """
+        return {}
 
     @abc.abstractmethod
     def search(self, grid: PatchGrid, start: dt.date, end: dt.date) -> list[SceneRef]:
