@@ -130,8 +130,8 @@ def collect_location(
             out.choices.append(got)
         if out.accepted:
             groups = recipe.band_groups
-            for c in out.choices:
-                read = retry.call(source.read, c.scene, grid, groups)
+            reads = retry.call(source.read_many, [c.scene for c in out.choices], grid, groups)
+            for c, read in zip(out.choices, reads):
                 tags = {"SCENE_ID": c.scene.scene_id, "DATETIME": c.scene.datetime.isoformat()}
                 out.encoded[c.season] = [
                     encode(read.pixels[res], grid, res, bands, nodata=source.nodata, compress=recipe.compress, tags=tags)

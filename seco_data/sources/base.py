@@ -106,6 +106,11 @@ class Source(abc.ABC):
     def read(self, scene: SceneRef, grid: PatchGrid, bands: dict[int, tuple[str, ...]]) -> SceneRead:
         """Read ``bands`` (grouped by native resolution) of ``scene`` on ``grid``, with masks."""
 
+    def read_many(self, scenes: list[SceneRef], grid: PatchGrid, bands: dict[int, tuple[str, ...]]) -> list[SceneRead]:
+        """Read several scenes of one location (all its seasons). Sources that can batch them into
+        fewer requests (Earth Engine: one request per resolution group) override this."""
+        return [self.read(s, grid, bands) for s in scenes]
+
     def read_masks(self, scene: SceneRef, grid: PatchGrid) -> Masks:
         """Only the quality masks. Sources where masks are cheaper than pixels override this."""
         return self.read(scene, grid, {}).masks
