@@ -242,14 +242,21 @@ class SentinelHubSource(Source):
     def read(self, scene: SceneRef, grid: PatchGrid, bands: dict[int, tuple[str, ...]]) -> SceneRead:
         """uint16 DN of ``bands`` grouped by resolution (0 = no data), with the masks of the finest."""
         bands = self._check_bands(bands)
-        pixels, masks = {}, None
+        pixels, masks, finest = {}, None, None
         for res in sorted(bands):
-            out = self._process(scene, grid, res, bands[res], True)
+            # masks come with the finest group only; coarser no-data is its block reduction (a 20 or
+            # 60 m pixel is valid only where all its finer pixels are): 2 fewer rasters per group
+            out = self._process(scene, grid, res, bands[res], masks is None)
             data = out["bands"].astype(np.uint16, copy=False)
-            data[:, out["masks"][1] == 0] = self.nodata
-            pixels[res] = data
             if masks is None:
-                masks = _masks(out["masks"])
+                masks, finest = _masks(out["masks"]), res
+                data[:, out["masks"][1] == 0] = self.nodata
+            else:
+                f = res // finest
+                h, w = grid.shape(res)
+                valid = (out_valid := masks.valid).reshape(h, f, w, f).all(axis=(1, 3)) if f > 1 else out_valid
+                data[:, ~valid] = self.nodata
+            pixels[res] = data
         if masks is None:
             masks = self.read_masks(scene, grid)
         return SceneRead(scene, pixels, bands, masks)
@@ -278,6 +285,13 @@ class SentinelHubSource(Source):
 
     def describe(self) -> dict:
         return {**super().describe(), "endpoint": self.endpoint, "base_url": self.base_url}
+
+    def close(self) -> None:
+        """Close the pooled HTTP connections."""
+        http = getattr(self._client, "_http", None)
+        if http is not None:
+            http.close()
+            self._client._http = None
 
 
 def _platform_from_id(scene_id: str) -> str:

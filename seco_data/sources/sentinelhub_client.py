@@ -186,9 +186,22 @@ def _client_class() -> type:
             self.max_retries = max_retries
             self.retry_sleep = retry_sleep
             self.timeout = timeout
+            self._http = None  # requests.Session, made on first use
 
         def get_session(self):
             return session_for(self.config, self.timeout)
+
+        def _do_download(self, request):
+            """As the stock client, but over one pooled HTTP session (keep-alive: no TCP and TLS
+            handshake per request, no proxy lookup in the environment each time). A source, hence
+            this client, is used by one thread at a time."""
+            if request.url is None:
+                raise ValueError(f"Faulty request {request}, no URL specified.")
+            if self._http is None:
+                self._http = requests.Session()
+            return self._http.request(request.request_type.value, url=request.url, json=request.post_values,
+                                      headers=self._prepare_headers(request),
+                                      timeout=self.config.download_timeout_seconds)
 
         def _execute_download(self, request) -> DownloadResponse:  # replaces the stock retry decorators
             renewed = False
