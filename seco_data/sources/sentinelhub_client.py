@@ -198,7 +198,14 @@ def _client_class() -> type:
             if request.url is None:
                 raise ValueError(f"Faulty request {request}, no URL specified.")
             if self._http is None:
-                self._http = requests.Session()
+                http = requests.Session()
+                # proxies and CA bundle from the environment once, not on every request
+                http.proxies = requests.utils.get_environ_proxies(request.url)
+                http.verify = requests.utils.extract_zipped_paths(requests.utils.DEFAULT_CA_BUNDLE_PATH)
+                if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
+                    http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ["CURL_CA_BUNDLE"]
+                http.trust_env = False
+                self._http = http
             return self._http.request(request.request_type.value, url=request.url, json=request.post_values,
                                       headers=self._prepare_headers(request),
                                       timeout=self.config.download_timeout_seconds)
