@@ -324,6 +324,10 @@ def _run(recipe, out, ledger, source, workers, progress, retry) -> None:
     screen = Screen(recipe.locations, recipe.patch_size_m)
     for grid in ledger.footprints():
         screen.restore(grid)
+    with ledger:  # locations lost to an outage are tried again: the rerun gives the fault-free result
+        requeued = ledger.requeue("source_error")
+    if requeued:
+        log.info("retrying %d locations that failed on source errors", requeued)
     pending = ledger.pending()
     for idx, *_ in pending:  # files of unfinished locations may be partial: start them again
         shutil.rmtree(out / location_dir(idx, seasons), ignore_errors=True)
@@ -398,10 +402,12 @@ def _run(recipe, out, ledger, source, workers, progress, retry) -> None:
                 if progress:
                     progress(Progress(recipe.n, accepted, rejected, len(in_flight), reasons))
     except KeyboardInterrupt:
-        executor.shutdown(wait=False, cancel_futures=True)
+        # queued work is dropped; running work (bounded by retries and timeouts) must end before the
+        # lock is released, or it could write a folder that a rerun has just cleaned
+        executor.shutdown(wait=True, cancel_futures=True)
         raise Interrupted(f"interrupted with {accepted} of {recipe.n} locations collected in {out}") from None
     except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
+        executor.shutdown(wait=True, cancel_futures=True)
         raise
     executor.shutdown(wait=True)
 

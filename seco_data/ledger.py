@@ -153,6 +153,14 @@ class Ledger:
         )
         self.db.execute("UPDATE candidates SET status = 'accepted' WHERE idx = ?", (idx,))
 
+    def requeue(self, reason: str) -> int:
+        """Put candidates rejected for ``reason`` back to pending (a transient cause, e.g. an outage)."""
+        cur = self.db.execute(
+            "UPDATE candidates SET status = 'pending', reason = NULL, detail = NULL"
+            " WHERE status = 'rejected' AND reason = ?", (reason,)
+        )
+        return cur.rowcount
+
     def add_skips(self, skipped: Counter) -> None:
         self.db.executemany(
             "INSERT INTO skips (reason, count) VALUES (?, ?)"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -199,6 +200,9 @@ class LoopbackServer:
 
     @staticmethod
     def _send(h: BaseHTTPRequestHandler, resp: Response, head: bool = False) -> None:
+        # headers and body go out in two writes: without TCP_NODELAY each answer waits ~40 ms for
+        # the client's delayed ACK (Nagle)
+        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         h.send_response(resp.status)
         for k, v in resp.headers.items():
             h.send_header(k, v)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-import socket
 import threading
 import time
 from pathlib import Path
@@ -106,13 +105,6 @@ class EarthEngineServer(LoopbackServer):
                 token = f"ya29.loopback-{len(self.tokens)}"
                 self.tokens.append(token)
             return Response.json({"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
-
-    @staticmethod
-    def _send(h, resp: Response, head: bool = False) -> None:
-        # headers and body go out in two writes: without TCP_NODELAY each answer waits ~40 ms for
-        # the client's delayed ACK (Nagle), which makes a run with hundreds of requests slow
-        h.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        LoopbackServer._send(h, resp, head)
 
     # -- scenes ----------------------------------------------------------------------------------
     def scene_index(self, k: int, tile: str = "31TCJ") -> str:
