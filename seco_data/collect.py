@@ -288,16 +288,16 @@ def sample(
         raise UsageError(f"--workers must be at least 1, got {workers}")
     t0 = time.perf_counter()
     out = Path(out)
-    _prepare_out(out)
-    lock = _lock(out)
+    source = get_source(recipe.source, recipe.product, **recipe.source_options)  # configuration errors first
     try:
-        ledger, resumed = open_ledger(out, recipe)
+        _prepare_out(out)
+        lock = _lock(out)
         try:
-            write_atomic(out / RECIPE, recipe.to_yaml().encode())
-            source = get_source(recipe.source, recipe.product, **recipe.source_options)
-            with ledger:
-                ledger.set("source", json.dumps(source_metadata(source), sort_keys=True))
+            ledger, resumed = open_ledger(out, recipe)
             try:
+                write_atomic(out / RECIPE, recipe.to_yaml().encode())
+                with ledger:
+                    ledger.set("source", json.dumps(source_metadata(source), sort_keys=True))
                 from threadpoolctl import threadpool_limits
 
                 with threadpool_limits(limits=1):  # also in this process (inline work, writes)
@@ -305,11 +305,11 @@ def sample(
                 report = finalize(out, ledger=ledger, seconds=time.perf_counter() - t0)
                 report.resumed = resumed
             finally:
-                source.close()
+                ledger.close()
         finally:
-            ledger.close()
+            os.close(lock)
     finally:
-        os.close(lock)
+        source.close()
     if not report.complete:
         raise IncompleteError(
             f"only {report.accepted} of {report.requested} locations passed the filters after "

@@ -70,8 +70,10 @@ def test_bad_inputs_are_one_line_errors(runner, tmp_path, scripted):
     _one_line_error(runner.invoke(data_main, ["sample", "--patch-cloud-max", "3", "--out", str(tmp_path / "x")]),
                     2, "filters.patch_cloud_max")
     _one_line_error(runner.invoke(data_main, ["sample", "--recipe", str(tmp_path / "nope.yaml")]), 2, "does not exist")
+    # a remote recipe without credentials: which setting to provide, before anything is written
     _one_line_error(runner.invoke(data_main, ["sample", "--recipe", "seco-1m", "--out", str(tmp_path / "y")]),
-                    2, "earthengine", "--source sim")
+                    7, "Earth Engine project", "EE_PROJECT")
+    assert not (tmp_path / "y").exists()
     (tmp_path / "f").write_text("x")
     _one_line_error(runner.invoke(data_main, ["sample", "--source", scripted, "--n", "2", "--out", str(tmp_path / "f" / "o")]),
                     3, "cannot write")
