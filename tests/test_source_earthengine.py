@@ -377,3 +377,19 @@ def test_options_and_description(tmp_path, server, monkeypatch):
         with pytest.raises(SourceError, match="earthengine-api") as e:
             _source(server)
     assert "pip install 'seco[earthengine]'" in e.value.one_line()
+
+
+def test_sources_check_cli(server):
+    """`seco-data sources check` end to end: a dry run on the served grid; a refused project fails."""
+    from click.testing import CliRunner
+
+    from seco_cli.data import main
+
+    opts = ["--source", "earthengine", "--ee-project", "test-project", "--set", f"source_options.url={server.url}",
+            "--bands", ",".join(BANDS), "--set", "seasons.anchors=[2021-03-20, 2021-09-22]",
+            "--lon", "2.35", "--lat", "48.85"]
+    r = CliRunner().invoke(main, ["sources", "check", *opts])
+    assert r.exit_code == 0, r.output
+    assert "ok   credentials" in r.output and "ok   pixels" in r.output and "10 m: 4x264x264 uint16" in r.output
+    r = CliRunner().invoke(main, ["sources", "check", *opts[:2], "--ee-project", "not-my-project", *opts[4:]])
+    assert r.exit_code == 7 and "FAIL credentials" in r.output and "Traceback" not in r.output

@@ -346,3 +346,23 @@ def test_presets_options_and_missing_package(server, monkeypatch):
     with pytest.raises(SourceError) as e:
         SentinelHubSource()
     assert "pip install 'seco[sentinelhub]'" in e.value.one_line()
+
+
+def test_sources_check_cli(server, monkeypatch):
+    """`seco-data sources check` end to end: a dry run on the served grid; a wrong secret fails."""
+    from click.testing import CliRunner
+
+    from seco_cli.data import main
+
+    opts = ["sources", "check", "--source", "sentinelhub", "--set", f"source_options.base_url={server.url}",
+            "--set", f"source_options.token_url={server.url}/oauth/token", "--bands", ",".join(BANDS),
+            "--lon", "13.4", "--lat", "52.5"]
+    r = CliRunner().invoke(main, opts)
+    assert r.exit_code == 0, r.output
+    assert "ok   credentials" in r.output and "ok   pixels" in r.output and "20 m: 1x132x132 uint16" in r.output
+    monkeypatch.setenv("SH_CLIENT_SECRET", server.client_secret + "-wrong")
+    from seco_data.sources.sentinelhub_client import clear_sessions
+
+    clear_sessions()
+    r = CliRunner().invoke(main, opts)
+    assert r.exit_code == 7 and "FAIL credentials" in r.output and server.client_secret not in r.output
