@@ -106,6 +106,23 @@ class Source(abc.ABC):
     def read(self, scene: SceneRef, grid: PatchGrid, bands: dict[int, tuple[str, ...]]) -> SceneRead:
         """Read ``bands`` (grouped by native resolution) of ``scene`` on ``grid``, with masks."""
 
+    def check_bands(self, bands: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
+        """Validate a read request (bands grouped by 10/20/60 m, all of this product); drop empty groups."""
+        from ..bands import PRODUCT_BANDS
+
+        allowed = PRODUCT_BANDS[self.product]
+        out = {}
+        for res, names in bands.items():
+            if int(res) not in (10, 20, 60):
+                raise ValueError(f"{self.name}: resolution {res} m is not one of 10, 20, 60")
+            for b in names:
+                if b not in allowed:
+                    raise ValueError(f"{self.name}: band {b!r} is not a Sentinel-2 {self.product} band: "
+                                     f"use one of {', '.join(allowed)}")
+            if names:
+                out[int(res)] = tuple(names)
+        return out
+
     def read_many(self, scenes: list[SceneRef], grid: PatchGrid, bands: dict[int, tuple[str, ...]]) -> list[SceneRead]:
         """Read several scenes of one location (all its seasons). Sources that can batch them into
         fewer requests (Earth Engine: one request per resolution group) override this."""

@@ -18,7 +18,6 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..bands import PRODUCT_BANDS
 from ..errors import SourceError, SourceUnavailable
 from ..grid import PatchGrid
 from .base import Masks, SceneRead, SceneRef, Source
@@ -27,7 +26,6 @@ from . import earthengine_images as images
 
 log = logging.getLogger(__name__)
 
-RESOLUTIONS = (10, 20, 60)
 #: image properties returned by search, in this order
 PROPERTIES = ("system:index", "system:time_start", "CLOUDY_PIXEL_PERCENTAGE", "SPACECRAFT_NAME")
 MASK_CACHE = 256
@@ -154,7 +152,7 @@ class EarthEngineSource(Source):
         """Read several scenes of one patch (all seasons of a location): one computePixels request per
         resolution group, split only where the 48 MiB limit requires; masks ride with the 10 m group
         unless cached from :meth:`read_masks`."""
-        bands = self._check_bands(bands)
+        bands = self.check_bands(bands)
         for s in scenes:
             self._check_scene(s)
         need = {i for i, s in enumerate(scenes) if self._cached(s, grid) is None}
@@ -229,19 +227,6 @@ class EarthEngineSource(Source):
         if scene.product != self.product:
             raise ValueError(f"earthengine: scene {scene.scene_id} is {scene.product} but this source reads "
                              f"{self.product}: build EarthEngineSource(product={scene.product!r})")
-
-    def _check_bands(self, bands: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
-        allowed = PRODUCT_BANDS[self.product]
-        out = {}
-        for res, names in bands.items():
-            if res not in RESOLUTIONS:
-                raise ValueError(f"earthengine: resolution {res} m is not one of {RESOLUTIONS}")
-            for b in names:
-                if b not in allowed:
-                    raise ValueError(f"earthengine: band {b!r} is not a Sentinel-2 {self.product} band: "
-                                     f"use one of {', '.join(allowed)}")
-            out[int(res)] = tuple(names)
-        return out
 
     def check(self) -> dict:
         """Initialise and list one image of the collection (one tiny request)."""

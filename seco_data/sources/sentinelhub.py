@@ -19,7 +19,6 @@ import threading
 
 import numpy as np
 
-from ..bands import PRODUCT_BANDS
 from ..errors import CredentialsError, SourceError, SourceUnavailable
 from ..grid import PatchGrid
 from . import sentinelhub_client as shc
@@ -46,7 +45,6 @@ ENV_ID, ENV_SECRET = "SH_CLIENT_ID", "SH_CLIENT_SECRET"
 INSTALL_HINT = "pip install 'seco[sentinelhub]'"
 #: Process API time range around a scene's acquisition time
 TIME_SLACK = dt.timedelta(minutes=1)
-RESOLUTIONS = (10, 20, 60)
 PAGE_LIMIT = 100
 MAX_PAGES = 200
 
@@ -241,7 +239,7 @@ class SentinelHubSource(Source):
 
     def read(self, scene: SceneRef, grid: PatchGrid, bands: dict[int, tuple[str, ...]]) -> SceneRead:
         """uint16 DN of ``bands`` grouped by resolution (0 = no data), with the masks of the finest."""
-        bands = self._check_bands(bands)
+        bands = self.check_bands(bands)
         pixels, masks, finest = {}, None, None
         for res in sorted(bands):
             # masks come with the finest group only; coarser no-data is its block reduction (a 20 or
@@ -260,19 +258,6 @@ class SentinelHubSource(Source):
         if masks is None:
             masks = self.read_masks(scene, grid)
         return SceneRead(scene, pixels, bands, masks)
-
-    def _check_bands(self, bands: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
-        allowed = PRODUCT_BANDS[self.product]
-        out = {}
-        for res, names in bands.items():
-            if res not in RESOLUTIONS:
-                raise ValueError(f"sentinelhub: resolution {res} m is not one of {RESOLUTIONS}")
-            for b in names:
-                if b not in allowed:
-                    raise ValueError(f"sentinelhub: band {b!r} is not a {self.product} band: use {', '.join(allowed)}")
-            if names:
-                out[int(res)] = tuple(names)
-        return out
 
     # ------------------------------------------------------------------ the rest
     def check(self) -> dict:

@@ -8,7 +8,6 @@ from functools import lru_cache
 
 import numpy as np
 
-from ...bands import BANDS, PRODUCT_BANDS
 from ...grid import PatchGrid
 from ..base import Masks, SceneRead, SceneRef, Source
 from . import acquisitions as acq_mod
@@ -19,7 +18,6 @@ from .tiles import tile_of
 
 log = logging.getLogger(__name__)
 
-RESOLUTIONS = (10, 20, 60)
 
 
 @lru_cache(maxsize=16)
@@ -104,28 +102,12 @@ class SimSource(Source):
         """uint16 DN (scale 1e-4, 0 = no data) of ``bands`` grouped by resolution (10, 20 or 60 m;
         a band asked at another resolution than its native one is simply averaged to it)."""
         self._check_scene(scene, grid)
-        bands = self._check_bands(bands)
+        bands = self.check_bands(bands)
         m = _masks(self.seed, scene.scene_id, scene.datetime, scene.cloud_cover, grid)
         tile = tile_of(grid)
         acq = acq_mod.acquisition(self.seed, tile, acq_mod.day_of(tile, scene.datetime))
         pixels = render(self.seed, landscape(grid, self.seed), acq, m, self.product, scene.scene_id, bands)
         return SceneRead(scene, pixels, bands, Masks(m.cloud.copy(), m.shadow.copy(), m.valid.copy()))
-
-    def _check_bands(self, bands: dict[int, tuple[str, ...]]) -> dict[int, tuple[str, ...]]:
-        allowed = PRODUCT_BANDS[self.product]
-        out = {}
-        for res, names in bands.items():
-            if res not in RESOLUTIONS:
-                raise ValueError(f"sim: resolution {res} m is not one of {RESOLUTIONS}")
-            names = tuple(names)
-            for b in names:
-                if b not in BANDS:
-                    raise ValueError(f"sim: unknown band {b!r}: use one of {', '.join(BANDS)}")
-                if b not in allowed:
-                    raise ValueError(f"sim: band {b} does not exist in {self.product} products: "
-                                     f"use product='L1C' or drop {b}")
-            out[int(res)] = names
-        return out
 
     # ------------------------------------------------------------------ helpers
     def landcover(self, grid: PatchGrid) -> np.ndarray:
