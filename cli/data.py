@@ -89,7 +89,7 @@ def _summary(r) -> str:
         f"candidates drawn: {r.candidates}; locations rejected: "
         + (", ".join(f"{k} {v}" for k, v in sorted(r.rejections.items())) or "none"),
         "scenes skipped: " + (", ".join(f"{k} {v}" for k, v in sorted(r.skipped_scenes.items())) or "none"),
-        *(["source usage: " + ", ".join(f"{k} {v}" for k, v in sorted(r.source_stats.items()))]
+        *(["source usage: " + ", ".join(f"{k} {v:g}" for k, v in sorted(r.source_stats.items()))]
           if r.source_stats else []),
         f"catalog: {r.out / 'catalog.json'}  (index: {r.out / 'items.parquet'})",
         f"next: seco-data catalog info {r.out}",

@@ -207,7 +207,7 @@ class Ledger:
         )
         skips = dict(self.db.execute("SELECT reason, count FROM skips ORDER BY reason").fetchall())
         patches = self.db.execute("SELECT COUNT(*) FROM patches").fetchone()[0]
-        source = {k: (int(v) if float(v).is_integer() else round(v, 3))
+        source = {k: (int(v) if float(v).is_integer() else v)
                   for k, v in self.db.execute("SELECT key, value FROM source_stats ORDER BY key")}
         return {
             "candidates": sum(status.values()),

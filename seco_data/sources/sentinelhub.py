@@ -16,6 +16,7 @@ import os
 import re
 import tarfile
 import threading
+from collections import OrderedDict
 
 import numpy as np
 
@@ -161,6 +162,9 @@ class SentinelHubSource(Source):
         self.collection = collection_for(product, self.base_url)
         self._client = shc.make_client(self.config, self.counters, max_retries=max_retries,
                                        retry_sleep=self.retry_sleep, timeout=self.timeout)
+        #: masks probed by read_masks, reused when the same scene is then read (few entries: one
+        #: location's candidates at a time; a source instance serves one thread)
+        self._masks: OrderedDict = OrderedDict()
         log.debug("sentinelhub source: %s %s at %s", self.endpoint, product, self.base_url)
 
     # ------------------------------------------------------------------ searching
@@ -235,15 +239,21 @@ class SentinelHubSource(Source):
         return out
 
     def read_masks(self, scene: SceneRef, grid: PatchGrid) -> Masks:
-        return _masks(self._process(scene, grid, 10, (), True)["masks"])
+        m = _masks(self._process(scene, grid, 10, (), True)["masks"])
+        self._masks[(scene.scene_id, grid)] = m
+        while len(self._masks) > 32:
+            self._masks.popitem(last=False)
+        return m
 
     def read(self, scene: SceneRef, grid: PatchGrid, bands: dict[int, tuple[str, ...]]) -> SceneRead:
         """uint16 DN of ``bands`` grouped by resolution (0 = no data), with the masks of the finest."""
         bands = self.check_bands(bands)
-        pixels, masks, finest = {}, None, None
+        masks = self._masks.pop((scene.scene_id, grid), None)  # probed already: not asked again
+        pixels, finest = {}, 10 if masks is not None else None
         for res in sorted(bands):
-            # masks come with the finest group only; coarser no-data is its block reduction (a 20 or
-            # 60 m pixel is valid only where all its finer pixels are): 2 fewer rasters per group
+            # masks come with the finest group only (unless read_masks already fetched them); coarser
+            # no-data is their block reduction (a 20 or 60 m pixel is valid only where all its finer
+            # pixels are): 2 fewer rasters per group
             out = self._process(scene, grid, res, bands[res], masks is None)
             data = out["bands"].astype(np.uint16, copy=False)
             if masks is None:
@@ -252,7 +262,7 @@ class SentinelHubSource(Source):
             else:
                 f = res // finest
                 h, w = grid.shape(res)
-                valid = (out_valid := masks.valid).reshape(h, f, w, f).all(axis=(1, 3)) if f > 1 else out_valid
+                valid = masks.valid if f == 1 else masks.valid.reshape(h, f, w, f).all(axis=(1, 3))
                 data[:, ~valid] = self.nodata
             pixels[res] = data
         if masks is None:

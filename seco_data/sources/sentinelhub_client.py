@@ -284,8 +284,12 @@ def post_json(client, url: str, payload: dict, *, accept: str = "application/jso
 
 
 def download(client, request) -> Any:
-    """One ``DownloadRequest`` through ``client``, undecoded (a ``DownloadResponse``)."""
-    return client.download([request], max_threads=1, decode_data=False)[0]
+    """One ``DownloadRequest`` through ``client``, undecoded (a ``DownloadResponse``).
+
+    Calls our bounded loop directly: the library's ``download`` starts a thread pool for every
+    call, which costs more CPU than the request itself on a fast network.
+    """
+    return client._execute_download(request)
 
 
 def decode_json(response, what: str) -> Any:
