@@ -113,3 +113,28 @@ def test_sample_bi_temporal_patches_from_oscd(oscd, tmp_path, schemas):
             diff = np.abs(got[2].astype(int) - want.astype(int))
             assert np.median(diff) <= 1 and np.mean(diff) < 5, (city, k, diff.mean())
             assert got[2].std() > 50  # real texture, not a constant
+
+
+def test_cli_make_local_catalog_and_check(shared, tmp_path):
+    """`sources make-local-catalog` over a real OSCD city, then `sources check` on it; a bad URL fails."""
+    from click.testing import CliRunner
+
+    from seco_cli.data import main
+
+    images = shared / "data" / "oscd" / "Onera Satellite Change Detection dataset - Images"
+    root = tmp_path / "scenes"
+    root.mkdir()
+    (root / "paris").symlink_to(images / "paris", target_is_directory=True)
+    r = CliRunner().invoke(main, ["sources", "make-local-catalog", str(root), "--out", str(tmp_path / "stac")])
+    assert r.exit_code == 0, r.output
+    cat = tmp_path / "stac" / "catalog.json"
+    assert f"catalog: {cat}" in r.output and cat.exists()
+    lon, lat = 2.333, 48.821  # inside the Paris scene
+    args = ["sources", "check", "--source", "stac", "--stac-url", str(cat), "--product", "L1C",
+            "--bands", "B02,B03,B04,B08", "--set", "seasons.anchors=[2016-11-30]", "--window-days", "20",
+            "--set", "seasons.shift_days=0", "--lon", str(lon), "--lat", str(lat)]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "paris_imgs_1" in r.output and "10 m: 4x264x264 uint16" in r.output and "stac is ready" in r.output
+    r = CliRunner().invoke(main, [*args[:5], str(tmp_path / "nope" / "catalog.json"), *args[6:]])
+    assert r.exit_code != 0 and "FAIL" in r.output and "Traceback" not in r.output
