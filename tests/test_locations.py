@@ -19,7 +19,8 @@ def _independent_overlap(a: PatchGrid, b: PatchGrid) -> bool:
         ring = g.footprint_lonlat(densify=8)
         xs, ys = to_utm(a.epsg, [p[0] for p in ring], [p[1] for p in ring])
         return Polygon(list(zip(xs, ys)))
-    return poly(a).intersection(poly(b)).area > 1e-6
+    # 0.01 m2: adjacent squares (shared edge) keep a numerical sliver after the lon/lat round trip
+    return poly(a).intersection(poly(b)).area > 1e-2
 
 
 @settings(max_examples=25, deadline=None)
