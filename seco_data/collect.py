@@ -100,7 +100,6 @@ class Report:
 # -- workers -----------------------------------------------------------------------------------
 
 _worker_source: Source | None = None
-_thread_local = threading.local()
 
 
 def _watch_parent(ppid: int) -> None:
@@ -156,14 +155,18 @@ def _executor(recipe: Recipe, source: Source, workers: int):
     if workers <= 1:
         return _Inline(lambda r, t, p, o: _work(source, r, t, p, o))
     if source.io_bound:
+        made: list[Source] = []  # one source (client, session) per thread, closed at shutdown
+        local = threading.local()
+
         def thread_task(r, t, p, o):
-            s = getattr(_thread_local, "source", None)
+            s = getattr(local, "source", None)
             if s is None:
-                s = _thread_local.source = get_source(recipe.source, recipe.product, **recipe.source_options)
+                s = local.source = get_source(recipe.source, recipe.product, **recipe.source_options)
+                made.append(s)
             return _work(s, r, t, p, o)
 
         pool = cf.ThreadPoolExecutor(max_workers=workers)
-        return _Submit(pool, thread_task)
+        return _Submit(pool, thread_task, made)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
     pool = cf.ProcessPoolExecutor(
         max_workers=workers,
@@ -175,14 +178,17 @@ def _executor(recipe: Recipe, source: Source, workers: int):
 
 
 class _Submit:
-    def __init__(self, pool, fn):
-        self.pool, self.fn = pool, fn
+    def __init__(self, pool, fn, sources: list[Source] | None = None):
+        self.pool, self.fn, self.sources = pool, fn, sources or []
 
     def submit(self, *args):
         return self.pool.submit(self.fn, *args)
 
     def shutdown(self, wait=True, cancel_futures=False):
         self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:
+            for s in self.sources:
+                s.close()
 
 
 # -- output folder -----------------------------------------------------------------------------
