@@ -138,3 +138,12 @@ class Source(abc.ABC):
 
     def close(self) -> None:  # pragma: no cover - nothing to release by default
         pass
+
+
+def as_date(d, what: str, source: str) -> dt.date:
+    """``d`` as a date (a datetime gives its date); a TypeError naming ``source`` and ``what`` otherwise."""
+    if isinstance(d, dt.datetime):
+        return d.date()
+    if isinstance(d, dt.date):
+        return d
+    raise TypeError(f"{source}: {what} must be a datetime.date, got {type(d).__name__}")

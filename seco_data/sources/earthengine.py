@@ -20,7 +20,7 @@ import numpy as np
 
 from ..errors import SourceError, SourceUnavailable
 from ..grid import PatchGrid
-from .base import Masks, SceneRead, SceneRef, Source
+from .base import Masks, SceneRead, SceneRef, Source, as_date
 from . import earthengine_client as client
 from . import earthengine_images as images
 
@@ -104,7 +104,7 @@ class EarthEngineSource(Source):
     # ------------------------------------------------------------------ searching
     def search(self, grid: PatchGrid, start: dt.date, end: dt.date) -> list[SceneRef]:
         ee = self._ee
-        start, end = _as_date(start, "start"), _as_date(end, "end")
+        start, end = as_date(start, "start", "earthengine"), as_date(end, "end", "earthengine")
         if end < start:
             raise ValueError(f"earthengine: empty date window {start} .. {end}: end is before start")
 
@@ -243,10 +243,3 @@ class EarthEngineSource(Source):
 
 MASK_RES = images.MASK_RESOLUTION
 
-
-def _as_date(d, what: str) -> dt.date:
-    if isinstance(d, dt.datetime):
-        return d.date()
-    if isinstance(d, dt.date):
-        return d
-    raise TypeError(f"earthengine: {what} must be a datetime.date, got {type(d).__name__}")

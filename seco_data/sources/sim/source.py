@@ -9,7 +9,7 @@ from functools import lru_cache
 import numpy as np
 
 from ...grid import PatchGrid
-from ..base import Masks, SceneRead, SceneRef, Source
+from ..base import Masks, SceneRead, SceneRef, Source, as_date
 from . import acquisitions as acq_mod
 from .clouds import SkyMasks, sky, sky_masks
 from .landcover import CLASS_NAMES, landcover, landscape
@@ -65,7 +65,7 @@ class SimSource(Source):
 
     # ------------------------------------------------------------------ searching
     def search(self, grid: PatchGrid, start: dt.date, end: dt.date) -> list[SceneRef]:
-        start, end = _as_date(start, "start"), _as_date(end, "end")
+        start, end = as_date(start, "start", "sim"), as_date(end, "end", "sim")
         if end < start:
             raise ValueError(f"sim: empty date window {start} .. {end}: end is before start")
         tile = tile_of(grid)
@@ -119,10 +119,3 @@ class SimSource(Source):
     def describe(self) -> dict:
         return {**super().describe(), "seed": self.seed}
 
-
-def _as_date(d, what: str) -> dt.date:
-    if isinstance(d, dt.datetime):
-        return d.date()
-    if isinstance(d, dt.date):
-        return d
-    raise TypeError(f"sim: {what} must be a datetime.date, got {type(d).__name__}")
