@@ -35,7 +35,7 @@ from .errors import IncompleteError, LedgerError, OutputError, SecoError, Source
 from .geotiff import write_atomic
 from .ledger import Ledger, PatchRow
 from .locations import Screen, make_sampler
-from .recipe import Recipe, recipe_from_dict
+from .recipe import NOT_IDENTITY, Recipe, recipe_from_dict
 from .select import Outcome, RetryPolicy, collect_location
 from .sources import Source, get_source
 from .stac import CatalogWriter, asset_name, item_id, location_dir
@@ -265,7 +265,7 @@ def open_ledger(out: Path, recipe: Recipe) -> tuple[Ledger, bool]:
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = []
     for k in sorted(set(a) | set(b)):
-        if k in ("n", "description"):
+        if not prefix and k in NOT_IDENTITY:
             continue
         va, vb = a.get(k), b.get(k)
         if isinstance(va, dict) and isinstance(vb, dict):

@@ -94,10 +94,3 @@ def write_atomic(path: Path, data: bytes) -> None:
         f.write(data)
     os.replace(tmp, path)
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -6,7 +6,6 @@ All resolution groups of a patch share the same upper-left corner and extent, so
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -109,6 +108,3 @@ class PatchGrid:
         lats = [p[1] for p in ring]
         return (min(lons), min(lats), max(lons), max(lats))
 
-
-def meters_per_degree_lon(lat: float) -> float:
-    return 111_320.0 * math.cos(math.radians(lat))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .bands import BANDS
 from .errors import CatalogError, UsageError
+from .geotiff import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +78,7 @@ def make_local_catalog(root: str | Path, out: str | Path | None = None, *, name:
 
 
 def _write(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1).encode())
 
 
 def _find_scenes(root: Path) -> dict[tuple[str, str], dict[str, tuple[Path, int]]]:

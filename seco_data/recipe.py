@@ -70,6 +70,10 @@ class Filters:
     coverage_min: float = 1.0
 
 
+#: recipe keys that do not change a dataset's content: a rerun may change them
+NOT_IDENTITY = ("n", "description")
+
+
 @dataclass(frozen=True)
 class Recipe:
     name: str = "demo"
@@ -106,9 +110,9 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return _to_plain(self)
 
-    def fingerprint(self, exclude: tuple[str, ...] = ("n", "description")) -> str:
+    def fingerprint(self) -> str:
         """Hash of everything that determines the dataset's content (not its size)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in exclude}
+        d = {k: v for k, v in self.to_dict().items() if k not in NOT_IDENTITY}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:

@@ -51,7 +51,6 @@ class Outcome:
     reason: str | None = None  # None = accepted
     detail: str = ""
     skipped: Counter = field(default_factory=Counter)  # scene-level skips by reason
-    seconds: float = 0.0
     patches: list[dict] = field(default_factory=list)  # ledger rows, once the files are written
     source_stats: Counter = field(default_factory=Counter)  # increase of source.counters
 
@@ -116,7 +115,6 @@ def collect_location(
     source: Source, recipe: Recipe, index: int, grid: PatchGrid, retry: RetryPolicy = RetryPolicy()
 ) -> Outcome:
     """Select every season of one location and, if all are found, read and encode the pixels."""
-    t0 = time.perf_counter()
     before = Counter(source.counters)
     out = Outcome(index, grid)
     try:
@@ -140,6 +138,5 @@ def collect_location(
     except SourceUnavailable as e:
         out.reason, out.detail = "source_error", e.one_line()
         out.choices, out.encoded = [], {}
-    out.seconds = time.perf_counter() - t0
     out.source_stats = Counter({k: v - before.get(k, 0) for k, v in source.counters.items() if v != before.get(k, 0)})
     return out

@@ -173,7 +173,6 @@ class CatalogWriter:
         write_parquet(items_iter, self.root / "items.parquet")
         for shard, hrefs in sorted(shards.items()):
             dump_json(self.root / shard / "catalog.json", self._subcatalog(shard, hrefs))
-        self._remove_stale_shards(set(shards))
         collection = self._collection(agg, sorted(shards), recipe, stats, providers, license)
         dump_json(self.root / "collection.json", collection)
         dump_json(self.root / "catalog.json", self._root_catalog())
@@ -186,13 +185,6 @@ class CatalogWriter:
             shard = shard_dir(row.location, self.seasons)
             shards.setdefault(shard, []).append(f"./{row.location:07d}/{row.item_id}.json")
             yield item
-
-    def _remove_stale_shards(self, keep: set[str]) -> None:
-        for entry in os.scandir(self.root):
-            if entry.is_dir() and entry.name.isdigit() and entry.name not in keep:
-                cat = Path(entry.path) / "catalog.json"
-                if cat.exists():
-                    cat.unlink()
 
     def _subcatalog(self, shard: str, hrefs: list[str]) -> dict:
         links = [
