@@ -205,3 +205,8 @@ def recipe_show(**opts):
 from .sources import sources  # noqa: E402  (the group is defined in its own module)
 
 main.add_command(sources)
+
+from .export import export_cmd, verify_cmd  # noqa: E402
+
+main.add_command(export_cmd, "export")
+main.add_command(verify_cmd, "verify")

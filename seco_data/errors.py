@@ -85,3 +85,16 @@ class IncompleteError(SecoError):
     """The run ended with fewer locations than asked for."""
 
     exit_code = 8
+
+
+class ShardError(SecoError, IOError):
+    """A shard is missing, truncated or holds a sample that does not decode: names shard and sample."""
+
+    exit_code = 9
+    hint = "check the shard set with `seco-data verify SHARDS_DIR`; re-export with `seco-data export`"
+
+
+class VerifyError(SecoError):
+    """`seco-data verify` found mismatches (the files at fault are listed before this message)."""
+
+    exit_code = 10

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import posixpath
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -167,9 +168,16 @@ class CatalogWriter:
 
     def finalize(self, ledger: Ledger, *, recipe: dict, stats: dict, providers: list[dict], license: str) -> dict:
         """Write sub-catalogs, the collection, the root catalog and ``items.parquet``; return the collection."""
+        items = (self.item(row) for row in ledger.patches())
+        return self.finalize_items(items, recipe=recipe, stats=stats, providers=providers, license=license)
+
+    def finalize_items(self, items: Iterable[dict], *, recipe: dict, stats: dict, providers: list[dict],
+                       license: str) -> dict:
+        """As :meth:`finalize`, from item dicts (whose JSON files are already written), ordered by
+        ``seco:location`` then ``seco:season``."""
         shards: dict[str, list[str]] = {}
         agg = _Aggregate()
-        items_iter = self._iter_items(ledger, shards, agg)
+        items_iter = self._iter_items(items, shards, agg)
         write_parquet(items_iter, self.root / "items.parquet")
         for shard, hrefs in sorted(shards.items()):
             dump_json(self.root / shard / "catalog.json", self._subcatalog(shard, hrefs))
@@ -178,13 +186,13 @@ class CatalogWriter:
         dump_json(self.root / "catalog.json", self._root_catalog())
         return collection
 
-    def _iter_items(self, ledger: Ledger, shards: dict, agg: "_Aggregate") -> Iterator[dict]:
-        for row in ledger.patches():
-            item = self.item(row)
+    def _iter_items(self, items: Iterable[dict], shards: dict, agg: "_Aggregate") -> Iterator[dict]:
+        for item in items:
             agg.add(item)
-            shard = shard_dir(row.location, self.seasons)
-            shards.setdefault(shard, []).append(f"./{row.location:07d}/{row.item_id}.json")
-            yield item
+            location = item["properties"]["seco:location"]
+            shard = shard_dir(location, self.seasons)
+            shards.setdefault(shard, []).append(f"./{location:07d}/{item['id']}.json")
+            yield rebase(item, location_dir(location, self.seasons))
 
     def _subcatalog(self, shard: str, hrefs: list[str]) -> dict:
         links = [
@@ -293,6 +301,22 @@ class _Aggregate:
         for k, (lo, hi) in sorted(self.ranges.items()):
             s[k] = {"minimum": lo, "maximum": hi}
         return s
+
+
+def rebase(item: dict, folder: str) -> dict:
+    """The item as seen from the catalog root: hrefs relative to ``OUT`` instead of the item's own
+    folder ``OUT/<folder>``, plus a ``self`` link. This is the form stored in ``items.parquet``, so a
+    row alone locates its item JSON and its files."""
+    def up(href: str) -> str:
+        if "://" in href or href.startswith("/"):
+            return href
+        return posixpath.normpath(posixpath.join(folder, href))
+
+    out = dict(item)
+    out["assets"] = {k: {**a, "href": "./" + up(a["href"])} for k, a in item["assets"].items()}
+    links = [{**link, "href": "./" + up(link["href"])} for link in item["links"] if link["rel"] != "self"]
+    out["links"] = [{"rel": "self", "href": f"./{folder}/{item['id']}.json", "type": "application/geo+json"}] + links
+    return out
 
 
 def write_parquet(items: Iterator[dict], path: Path, chunk: int = 5000) -> int:

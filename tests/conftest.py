@@ -33,3 +33,15 @@ def scripted(monkeypatch):
 def _cache(tmp_path_factory, monkeypatch):
     # keep the land mask cache shared across tests (it is built once per machine)
     monkeypatch.setenv("SECO_CACHE_DIR", os.environ.get("SECO_CACHE_DIR") or str(Path.home() / ".cache" / "seco"))
+
+
+@pytest.fixture(scope="session")
+def demo_catalog(tmp_path_factory) -> Path:
+    """A finished 5-location, 4-season catalog from the simulator (read-only: copy it to modify)."""
+    from seco_data.collect import sample
+    from seco_data.recipe import load_recipe
+
+    os.environ.setdefault("SECO_CACHE_DIR", str(Path.home() / ".cache" / "seco"))
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    sample(load_recipe("demo", {"n": 5}), out, workers=1)
+    return out

@@ -1,0 +1,152 @@
+"""``seco-data export`` (WebDataset shards, SeCo folder layout) and ``seco-data verify``."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import click
+
+_UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
+          "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+class Size(click.ParamType):
+    """A byte size: 1000000, 1e9, 500MB, 1GB, 2GiB."""
+
+    name = "size"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        m = re.fullmatch(r"\s*([0-9.]+(?:e[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m.group(2).upper() not in _UNITS:
+            self.fail(f"{value!r} is not a size (examples: 500MB, 1GB, 2GiB, 1e9)", param, ctx)
+        return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+
+
+def _csv(value: str | None) -> tuple[str, ...] | None:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else None
+
+
+def _seasons(ctx, param, value):
+    try:
+        return tuple(int(v) for v in _csv(value)) if value else None
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of season indices, e.g. 0,1,2") from None
+
+
+@click.command("export")
+@click.argument("catalog", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["webdataset", "seco"]), default="webdataset", show_default=True,
+              help="webdataset: tar shards for streaming; seco: the SeCo folder layout (torchgeo, SeCo code).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Output folder. Rerunning the same command on it resumes.")
+@click.option("--bands", help="Comma-separated bands to keep, e.g. B02,B03,B04 (default: all).")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel writers.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out made with other settings.")
+@click.option("--maxcount", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="[webdataset] Most samples per shard.")
+@click.option("--maxsize", type=Size(), default="1GB", show_default=True, help="[webdataset] Most bytes per shard.")
+@click.option("--seed", type=int, default=0, show_default=True, help="[webdataset] Seed of the location shuffle.")
+@click.option("--seasons", callback=_seasons, help="[webdataset] Season indices to keep, e.g. 0,1,2 (default: all).")
+@click.option("--resample-10m", is_flag=True, help="[webdataset] One 10 m array with every band (nearest).")
+@click.option("--prefix", default="seco", show_default=True, help="[webdataset] Shard file name prefix.")
+@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
+              help="[seco] 8-bit as the SeCo release (reflectance x 255) or 16-bit DN.")
+@click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "jpeg", "none"]), default="deflate",
+              show_default=True, help="[seco] GeoTIFF compression (jpeg: 8-bit, lossy, as the SeCo release).")
+@click.option("--preview", is_flag=True, help="[seco] Also write SeCo-100K's RGB preview per scene.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxsize, seed, seasons, resample_10m,
+               prefix, bits, compress, preview, as_json):
+    """Export the catalog in CATALOG to shards or to the SeCo folder layout.
+
+    \b
+    seco-data export data/demo --format webdataset --out shards/ --maxsize 1GB
+    seco-data export data/demo --format seco --out seco_layout/seasonal_contrast_100k
+    """
+    from tqdm import tqdm
+
+    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    if fmt == "webdataset":
+        from seco_data.items import CatalogIndex
+        from seco_data.shards import ShardOptions, export_webdataset
+
+        options = ShardOptions(maxcount=maxcount, maxsize=maxsize, seed=seed, bands=_csv(bands), seasons=seasons,
+                               resample_10m=resample_10m, prefix=prefix)
+        total = CatalogIndex(catalog).n_items
+        with tqdm(total=None, unit="sample", disable=quiet, dynamic_ncols=True, desc="exporting",
+                  mininterval=0.5) as bar:
+            def progress(samples, shards):
+                bar.update(samples - bar.n)
+                bar.set_postfix(shards=shards, refresh=False)
+
+            r = export_webdataset(catalog, out, options=options, workers=workers, overwrite=overwrite,
+                                  progress=progress)
+        if as_json:
+            click.echo(json.dumps(r.to_dict(), indent=2))
+        elif not quiet:
+            skipped = ", ".join(f"{k} {v}" for k, v in sorted(r.skipped.items())) or "none"
+            click.echo(f"exported {r.samples} samples ({total} items) into {r.shards} shards, "
+                       f"{r.bytes / 1e9:.2f} GB in {r.seconds:.1f} s ({r.bytes / 1e6 / max(r.seconds, 1e-9):.0f} MB/s)"
+                       + (f"; {r.reused_shards} shards kept from an earlier run" if r.reused_shards else ""))
+            click.echo(f"locations skipped: {skipped}")
+            click.echo(f"manifest: {out / 'shards.json'} (also a wids index)")
+            click.echo(f"next: seco-data verify {out}   |   seco-train run {out}")
+        return
+
+    from seco_data.errors import UsageError
+    from seco_data.seco_layout import export_seco_layout
+
+    for flag, value in (("--seasons", seasons), ("--resample-10m", resample_10m)):
+        if value:
+            raise UsageError(f"{flag} applies to --format webdataset only")
+    with tqdm(total=None, unit="loc", disable=quiet, dynamic_ncols=True, desc="exporting", mininterval=0.5) as bar:
+        r = export_seco_layout(catalog, out, bits=int(bits), bands=_csv(bands), compress=compress, preview=preview,
+                               workers=workers, overwrite=overwrite, progress=lambda n: bar.update(n - bar.n))
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), indent=2))
+    elif not quiet:
+        skipped = ", ".join(f"{k} {v}" for k, v in sorted(r.skipped.items())) or "none"
+        click.echo(f"exported {r.locations} locations, {r.scenes} scenes, {r.files} files "
+                   f"({r.bytes / 1e6:.1f} MB) to {out} in {r.seconds:.1f} s; skipped: {skipped}")
+        click.echo(f"torchgeo: SeasonalContrastS2(root='{out.parent}', version='100k'|'1m') reads it when the "
+                   "folder is named seasonal_contrast_100k or seasonal_contrast_1m")
+
+
+@click.command("verify")
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel checkers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.pass_context
+def verify_cmd(ctx, path, workers, as_json):
+    """Check a shard folder (counts, checksums, every sample decodes) or a catalog (every asset
+    exists and matches its checksum). Exits non-zero on any mismatch, naming the files.
+
+    \b
+    seco-data verify shards/
+    seco-data verify data/demo
+    """
+    from tqdm import tqdm
+
+    from seco_data.errors import VerifyError
+    from seco_data.verify import verify
+
+    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    with tqdm(total=None, disable=quiet, dynamic_ncols=True, desc="verifying", mininterval=0.5) as bar:
+        r = verify(path, workers=workers, progress=lambda n: bar.update(n - bar.n))
+    if as_json:
+        click.echo(json.dumps(r.to_dict(), indent=2))
+    what = "shards" if r.kind == "shards" else "assets"
+    unit = "samples" if r.kind == "shards" else "items"
+    for p in r.problems[:100]:
+        click.echo(f"FAIL {p}", err=True)
+    if not r.ok:
+        more = f" (first 100 listed)" if len(r.problems) > 100 else ""
+        raise VerifyError(f"{len(r.problems)} problems in {r.checked} {what} of {r.root}{more}",
+                          hint="re-export the shards, or re-collect the locations at fault (`seco-data sample` resumes)")
+    if not as_json and not quiet:
+        click.echo(f"OK: {r.checked} {what}, {r.samples} {unit}, {r.bytes / 1e6:.1f} MB verified in {r.root}")

@@ -1,0 +1,229 @@
+"""Streaming samples back out of shards, without torch.
+
+``ShardReader(urls)`` accepts a shard folder (its ``shards.json``), a manifest, local paths, globs,
+brace patterns (``shards/seco-{000000..000099}.tar``) or http(s) URLs, and yields one dict per
+sample::
+
+    {"__key__": "0000042", "__url__": ".../seco-000003.tar", "json": {...},
+     "10m": ndarray (seasons, bands, 264, 264), "20m": ..., "60m": ...}
+
+Arrays are read-only views on the bytes read from the tar (no copy). Shards are split across
+distributed ranks and DataLoader workers so that every worker reads a disjoint subset and together
+they read every shard once: rank and world size come from ``torch.distributed`` when it is
+initialised, else from ``RANK``/``WORLD_SIZE``; the worker from ``torch.utils.data.get_worker_info()``
+when torch is already imported, else from ``WORKER``/``NUM_WORKERS`` (webdataset's conventions).
+"""
+
+from __future__ import annotations
+
+import glob
+import io
+import json
+import logging
+import os
+import sys
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import ShardError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Split:
+    """Which part of the shard list this process reads: rank of world, worker of workers."""
+
+    rank: int = 0
+    world_size: int = 1
+    worker: int = 0
+    num_workers: int = 1
+
+    @property
+    def index(self) -> int:
+        return self.rank * self.num_workers + self.worker
+
+    @property
+    def count(self) -> int:
+        return self.world_size * self.num_workers
+
+
+def current_split() -> Split:
+    """The rank and worker of the calling process (see the module docstring)."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    worker, workers = int(os.environ.get("WORKER", 0)), int(os.environ.get("NUM_WORKERS", 1))
+    torch = sys.modules.get("torch")  # never import torch here: only ask it if the caller uses it
+    if torch is not None:
+        dist = getattr(torch, "distributed", None)
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            rank, world = dist.get_rank(), dist.get_world_size()
+        info = torch.utils.data.get_worker_info()
+        if info is not None:
+            worker, workers = info.id, info.num_workers
+    return Split(rank, world, worker, workers)
+
+
+def split_shards(shards: list[str], split: Split) -> list[str]:
+    """Every ``split.count``-th shard starting at ``split.index``: disjoint across splits, complete
+    together."""
+    if not 0 <= split.rank < split.world_size or not 0 <= split.worker < split.num_workers:
+        raise ValueError(f"invalid split {split}")
+    return shards[split.index::split.count]
+
+
+def expand_urls(urls: str | Path | Iterable[str | Path]) -> list[str]:
+    """Shard URLs from a folder, manifest, glob, brace pattern, URL, or a list of these (in order)."""
+    from braceexpand import braceexpand
+
+    items = [urls] if isinstance(urls, (str, Path)) else list(urls)
+    out: list[str] = []
+    for item in items:
+        s = str(item)
+        if s.startswith(("http://", "https://")):
+            out.extend(braceexpand(s))
+            continue
+        p = Path(s)
+        if p.is_dir():
+            p = p / "shards.json" if (p / "shards.json").exists() else p
+            if p.is_dir():
+                found = sorted(str(x) for x in p.glob("*.tar"))
+                if not found:
+                    raise ShardError(f"no shards (*.tar) in {p}", hint="point at the --out folder of `seco-data export`")
+                out.extend(found)
+                continue
+        if p.suffix == ".json" and p.is_file():
+            out.extend(_from_manifest(p))
+            continue
+        for pattern in braceexpand(s):
+            if glob.has_magic(pattern):
+                found = sorted(glob.glob(pattern))
+                if not found:
+                    raise ShardError(f"no shard matches {pattern}")
+                out.extend(found)
+            else:
+                out.append(pattern)
+    return out
+
+
+def _from_manifest(path: Path) -> list[str]:
+    try:
+        m = json.loads(path.read_text("utf-8"))
+        shards = [s["url"] for s in m["shardlist"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ShardError(f"cannot read the shard manifest {path}: {e}") from None
+    if m.get("complete") is False:
+        log.warning("%s lists an unfinished export (%d shards so far): rerun `seco-data export` to finish it",
+                    path, len(shards))
+    base = path.parent
+    return [u if "://" in u or u.startswith("/") else str(base / u) for u in shards]
+
+
+def decode_npy(data: bytes | memoryview) -> np.ndarray:
+    """A read-only array over ``data`` (the bytes of a ``.npy`` file), without copying."""
+    buf = io.BytesIO(data)
+    version = np.lib.format.read_magic(buf)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
+    count = int(np.prod(shape))
+    if count * dtype.itemsize != len(data) - buf.tell():
+        raise ValueError(f"array of {shape} {dtype} does not match its {len(data)} bytes")
+    arr = np.frombuffer(data, dtype=dtype, count=count, offset=buf.tell())
+    return arr.reshape(shape, order="F" if fortran else "C")
+
+
+def _open(url: str, timeout: float):
+    if url.startswith(("http://", "https://")):
+        return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the user's own shard URLs
+    return open(url, "rb", buffering=1 << 20)
+
+
+def iter_shard(url: str, *, decode: bool = True, timeout: float = 60.0) -> Iterator[dict]:
+    """Samples of one shard, in order. Errors name the shard and the sample."""
+    key = None
+    sample: dict = {}
+    try:
+        with _open(url, timeout) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for member in tar:
+                if not member.isreg():
+                    continue
+                name = member.name.rsplit("/", 1)[-1]
+                k, _, ext = name.partition(".")
+                data = tar.extractfile(member).read()
+                if len(data) != member.size:
+                    raise tarfile.ReadError(f"{name} is truncated")
+                if k != key:
+                    if sample:
+                        yield _finish(sample, url, decode)
+                    key, sample = k, {"__key__": k}
+                sample[ext] = data
+            if sample:
+                yield _finish(sample, url, decode)
+    except ShardError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+        where = f"after sample {key}" if key else "at its start"
+        raise ShardError(f"shard {url} is unreadable {where}: {e}") from None
+
+
+def _finish(sample: dict, url: str, decode: bool) -> dict:
+    sample["__url__"] = url
+    if not decode:
+        return sample
+    try:
+        for ext in list(sample):
+            if ext.endswith("npy"):
+                sample[ext[:-4] or ext] = decode_npy(sample.pop(ext))
+            elif ext == "json":
+                sample["json"] = json.loads(sample["json"])
+    except ValueError as e:
+        raise ShardError(f"sample {sample['__key__']} of shard {url} does not decode ({ext}): {e}") from None
+    return sample
+
+
+class ShardReader:
+    """An iterable over the samples of a shard set, split across ranks and workers.
+
+    ``shuffle_shards=True`` permutes the shard order with ``seed`` + ``epoch`` before splitting (the
+    same on every rank, so the split stays disjoint); call :meth:`set_epoch` between epochs.
+    ``split=None`` reads the split of the calling process at iteration time (DataLoader workers);
+    pass ``Split()`` to read everything.
+    """
+
+    def __init__(self, urls, *, split: Split | None = None, shuffle_shards: bool = False, seed: int = 0,
+                 decode: bool = True, timeout: float = 60.0):
+        self.urls = expand_urls(urls)
+        if not self.urls:
+            raise ShardError(f"no shards in {urls}")
+        self.split = split
+        self.shuffle_shards = shuffle_shards
+        self.seed = seed
+        self.epoch = 0
+        self.decode = decode
+        self.timeout = timeout
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def shards(self) -> list[str]:
+        """The shards this process reads, in order."""
+        urls = list(self.urls)
+        if self.shuffle_shards:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(len(urls))
+            urls = [urls[i] for i in order]
+        split = self.split or current_split()
+        mine = split_shards(urls, split)
+        if not mine:
+            log.warning("split %s gets no shard out of %d: export more shards than ranks x workers",
+                        split, len(urls))
+        return mine
+
+    def __iter__(self) -> Iterator[dict]:
+        for url in self.shards():
+            yield from iter_shard(url, decode=self.decode, timeout=self.timeout)

@@ -1,0 +1,270 @@
+"""WebDataset export, the torch-free reader and `seco-data verify`, on a real simulator catalog."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import shutil
+import threading
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from seco_cli.data import main
+from seco_data.errors import OutputError, ShardError
+from seco_data.reader import ShardReader, Split, current_split, expand_urls, iter_shard, split_shards
+from seco_data.shards import ShardOptions, export_webdataset
+from seco_data.verify import verify
+
+
+def _items(catalog: Path) -> dict[int, list[dict]]:
+    """Item JSON files straight from the catalog tree (not through the parquet index), by location."""
+    out: dict[int, list[dict]] = {}
+    for f in sorted(catalog.glob("[0-9]*/[0-9]*/*.json")):
+        item = json.loads(f.read_text())
+        item["_dir"] = f.parent
+        out.setdefault(item["properties"]["seco:location"], []).append(item)
+    return {k: sorted(v, key=lambda i: i["properties"]["seco:season"]) for k, v in out.items()}
+
+
+def _pixels(item: dict, band: str) -> np.ndarray:
+    for a in item["assets"].values():
+        names = [b["name"] for b in a["bands"]]
+        if band in names:
+            with rasterio.open(item["_dir"] / a["href"]) as src:
+                return src.read(names.index(band) + 1)
+    raise KeyError(band)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def shards(demo_catalog, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("shards") / "shards"
+    export_webdataset(demo_catalog, out, options=ShardOptions(maxcount=2, seed=7), workers=2)
+    return out
+
+
+def test_round_trip_equals_geotiff_pixels(demo_catalog, shards):
+    items = _items(demo_catalog)
+    manifest = json.loads((shards / "shards.json").read_text())
+    assert manifest["complete"] and manifest["samples"] == len(items) == 5
+    assert [s["nsamples"] for s in manifest["shardlist"]] == [2, 2, 1]
+    for s in manifest["shardlist"]:  # sizes and checksums in the manifest are the files'
+        assert (shards / s["url"]).stat().st_size == s["filesize"] and _sha(shards / s["url"]) == s["sha256"]
+    seen = []
+    for sample in ShardReader(shards, split=Split()):
+        meta = sample["json"]
+        loc = meta["location"]
+        seen.append(loc)
+        assert sample["__key__"] == f"{loc:07d}" and "." not in sample["__key__"]
+        its = items[loc]
+        assert meta["item_ids"] == [i["id"] for i in its]
+        assert meta["dates"] == [i["properties"]["datetime"] for i in its]
+        assert meta["scene_ids"] == [i["properties"]["seco:scene_id"] for i in its]
+        assert meta["crs"] == its[0]["properties"]["proj:code"]
+        for group, spec in meta["arrays"].items():
+            arr = sample[group]
+            assert arr.dtype == np.uint16 and list(arr.shape) == spec["shape"]
+            assert arr.shape[:2] == (len(its), len(spec["bands"]))
+            for s, item in enumerate(its):
+                for b, band in enumerate(spec["bands"]):
+                    np.testing.assert_array_equal(arr[s, b], _pixels(item, band))
+        assert set(meta["arrays"]) == {"10m", "20m", "60m"}
+    assert sorted(seen) == sorted(items)
+    assert seen != sorted(seen)  # shuffled with the seed
+
+
+def test_shards_are_byte_reproducible_and_seeded(demo_catalog, shards, tmp_path):
+    again = tmp_path / "again"
+    export_webdataset(demo_catalog, again, options=ShardOptions(maxcount=2, seed=7), workers=1)
+    names = sorted(p.name for p in shards.glob("*.tar"))
+    assert names == sorted(p.name for p in again.glob("*.tar"))
+    assert all(_sha(shards / n) == _sha(again / n) for n in names)
+    other = tmp_path / "other"
+    export_webdataset(demo_catalog, other, options=ShardOptions(maxcount=2, seed=8), workers=1)
+    keys = lambda d: [s["__key__"] for s in ShardReader(d, split=Split(), decode=False)]  # noqa: E731
+    assert sorted(keys(other)) == sorted(keys(shards)) and keys(other) != keys(shards)
+
+
+def test_maxsize_band_season_selection_and_resampling(demo_catalog, tmp_path):
+    items = _items(demo_catalog)
+    one = 2 * 3 * 264 * 264 * 2  # bytes of pixels per sample: 2 seasons x 3 bands at 10 m, uint16
+    opts = ShardOptions(maxsize=2 * one + 20_000, bands=("B4", "B8A", "B01"), seasons=(2, 0), resample_10m=True)
+    r = export_webdataset(demo_catalog, tmp_path / "s", options=opts)
+    m = json.loads((tmp_path / "s" / "shards.json").read_text())
+    assert r.samples == 5 and all(s["filesize"] <= opts.maxsize for s in m["shardlist"])
+    assert [s["nsamples"] for s in m["shardlist"]] == [2, 2, 1]  # the size limit cut the shards
+    for sample in ShardReader(tmp_path / "s", split=Split()):
+        meta = sample["json"]
+        assert set(meta["arrays"]) == {"10m"} and meta["arrays"]["10m"]["bands"] == ["B04", "B8A", "B01"]
+        assert meta["seasons"] == [2, 0]
+        arr = sample["10m"]
+        assert arr.shape == (2, 3, 264, 264)
+        its = items[meta["location"]]
+        for s, season in enumerate((2, 0)):
+            np.testing.assert_array_equal(arr[s, 0], _pixels(its[season], "B04"))
+            np.testing.assert_array_equal(arr[s, 1], np.repeat(np.repeat(_pixels(its[season], "B8A"), 2, 0), 2, 1))
+            np.testing.assert_array_equal(arr[s, 2], np.repeat(np.repeat(_pixels(its[season], "B01"), 6, 0), 6, 1))
+    r = export_webdataset(demo_catalog, tmp_path / "t", options=ShardOptions(seasons=(0, 9)))
+    assert r.samples == 0 and r.skipped == {"missing_season": 5}
+
+
+@pytest.mark.parametrize("world,workers,n", [(1, 1, 3), (2, 1, 5), (2, 3, 7), (3, 2, 13), (4, 4, 16)])
+def test_node_worker_split_is_disjoint_and_complete(world, workers, n, monkeypatch):
+    shards = [f"s-{i:06d}.tar" for i in range(n)]
+    parts = []
+    for rank in range(world):
+        for worker in range(workers):
+            monkeypatch.setenv("RANK", str(rank))
+            monkeypatch.setenv("WORLD_SIZE", str(world))
+            monkeypatch.setenv("WORKER", str(worker))
+            monkeypatch.setenv("NUM_WORKERS", str(workers))
+            split = current_split()
+            assert split == Split(rank, world, worker, workers)
+            parts.append(split_shards(shards, split))
+    flat = [s for p in parts for s in p]
+    assert sorted(flat) == shards and len(flat) == len(set(flat))
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_dataloader_workers_and_ranks_read_each_sample_once(shards, monkeypatch):
+    torch = pytest.importorskip("torch")
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __init__(self, reader):
+            self.reader = reader
+
+        def __iter__(self):
+            for s in self.reader:
+                yield s["__key__"]
+
+    keys = []
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        reader = ShardReader(shards, shuffle_shards=True, seed=3, decode=False)
+        loader = torch.utils.data.DataLoader(Stream(reader), batch_size=None, num_workers=2,
+                                             multiprocessing_context="fork")
+        keys += list(loader)
+    assert sorted(keys) == sorted(s["__key__"] for s in ShardReader(shards, split=Split(), decode=False))
+    assert len(keys) == len(set(keys)) == 5
+
+
+def test_urls_globs_braces_and_http(shards):
+    names = sorted(str(p) for p in shards.glob("*.tar"))
+    assert expand_urls(shards) == names
+    assert expand_urls(str(shards / "*.tar")) == names
+    assert expand_urls(str(shards / "seco-{000000..000002}.tar")) == names
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/seco-{{000000..000002}}.tar"
+        remote = list(ShardReader(url, split=Split()))
+    finally:
+        server.shutdown()
+        server.server_close()
+    local = list(ShardReader(shards, split=Split()))
+    assert [s["__key__"] for s in remote] == [s["__key__"] for s in local]
+    np.testing.assert_array_equal(remote[-1]["20m"], local[-1]["20m"])
+
+
+def test_wids_reads_the_manifest(shards, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        wids = pytest.importorskip("wids")
+    ds = wids.ShardListDataset(str(shards / "shards.json"), cache_dir=str(tmp_path / "cache"), transformations=[])
+    assert len(ds) == 5
+    first = next(iter_shard(str(shards / "seco-000000.tar"), decode=False))
+    assert ds[0]["__key__"] == first["__key__"]
+    assert ds[0][".10m.npy"].read() == first["10m.npy"]
+
+
+def test_resume_after_interrupt_equals_fresh_export(demo_catalog, shards, tmp_path):
+    out = tmp_path / "resumed"
+    calls = []
+
+    def stop_after_first_shard(samples, done):
+        calls.append(done)
+        if done == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        export_webdataset(demo_catalog, out, options=ShardOptions(maxcount=2, seed=7), progress=stop_after_first_shard)
+    m = json.loads((out / "shards.json").read_text())
+    assert not m["complete"] and len(m["shardlist"]) == 1  # only the finished shard is listed
+    assert sorted(p.name for p in out.glob("*.tar")) == [m["shardlist"][0]["url"]]
+    assert not list(out.glob(".*.tmp*"))
+    r = export_webdataset(demo_catalog, out, options=ShardOptions(maxcount=2, seed=7))
+    assert r.reused_shards == 1 and r.samples == 5
+    assert json.loads((out / "shards.json").read_text())["shardlist"] == \
+        json.loads((shards / "shards.json").read_text())["shardlist"]
+    with pytest.raises(OutputError, match="another catalog or other options") as e:
+        export_webdataset(demo_catalog, out, options=ShardOptions(maxcount=3))
+    assert "--overwrite" in e.value.hint
+    r = export_webdataset(demo_catalog, out, options=ShardOptions(maxcount=3), overwrite=True)
+    assert r.shards == 2 and len(list(out.glob("*.tar"))) == 2
+
+
+def test_corrupt_and_truncated_shards_are_named(shards, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(shards, bad)
+    assert verify(bad).ok
+    victim = bad / "seco-000001.tar"
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) // 2])  # truncated in the middle of its second sample
+    first_key = next(iter_shard(str(shards / "seco-000001.tar"), decode=False))["__key__"]
+    with pytest.raises(ShardError, match=rf"seco-000001\.tar .*after sample {first_key}"):
+        list(ShardReader(bad, split=Split()))
+    flipped = bad / "seco-000002.tar"
+    raw = bytearray(flipped.read_bytes())
+    raw[1024 + 200] ^= 0xFF  # inside the first member's data
+    flipped.write_bytes(bytes(raw))
+    report = verify(bad)
+    text = "\n".join(report.problems)
+    assert "seco-000001.tar" in text and "seco-000002.tar: sha256 differs" in text
+    assert "seco-000000.tar" not in text
+    res = CliRunner().invoke(main, ["verify", str(bad)])
+    assert res.exit_code == 10 and "FAIL seco-000001.tar" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_catalog_verify_names_bad_assets(demo_catalog, tmp_path):
+    cat = tmp_path / "cat"
+    shutil.copytree(demo_catalog, cat)
+    assert verify(cat).ok
+    tifs = sorted(cat.glob("0000/*/*_20m.tif"))
+    tifs[0].unlink()
+    raw = bytearray(tifs[1].read_bytes())
+    raw[-10] ^= 0xFF
+    tifs[1].write_bytes(bytes(raw))
+    report = verify(cat)
+    assert len(report.problems) == 2
+    assert f"{tifs[0].relative_to(cat)}: missing" in report.problems[0] + report.problems[1]
+    assert any(str(tifs[1].relative_to(cat)) in p and "sha256" in p for p in report.problems)
+
+
+def test_cli_export_and_verify(demo_catalog, tmp_path):
+    out = tmp_path / "cli"
+    runner = CliRunner()
+    res = runner.invoke(main, ["export", str(demo_catalog), "--out", str(out), "--maxcount", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output[res.output.index("{"):])["samples"] == 5
+    res = runner.invoke(main, ["verify", str(out)])
+    assert res.exit_code == 0 and "OK: 2 shards, 5 samples" in res.output
+    res = runner.invoke(main, ["export", str(demo_catalog), "--out", str(out), "--maxsize", "lots"])
+    assert res.exit_code == 2 and "not a size" in res.output
+    res = runner.invoke(main, ["export", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert res.exit_code == 4 and "not a seco catalog" in res.output and "Traceback" not in res.output
+    res = runner.invoke(main, ["export", str(demo_catalog), "--out", str(out), "--bands", "B99"])
+    assert res.exit_code == 2 and "unknown band" in res.output
