@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 SHARED ?= $(abspath ../shared)
 DEMO_OUT ?= data/demo
 DEMO_N ?= 200
+DEMO_SHARDS ?= data/demo-shards
 
 .PHONY: venv install demo test bench clean-demo
 
@@ -27,18 +28,22 @@ install: $(STAMP)
 demo: install
 	$(BIN)/seco-data sample --recipe demo --n $(DEMO_N) --out $(DEMO_OUT) --workers 2
 	$(BIN)/seco-data catalog info $(DEMO_OUT)
+	$(BIN)/seco-data export $(DEMO_OUT) --format webdataset --out $(DEMO_SHARDS) --maxcount 25 --workers 2
+	$(BIN)/seco-data verify $(DEMO_SHARDS)
 	@echo
 	@echo "demo done:"
 	@echo "  catalog  $(DEMO_OUT)/catalog.json  (STAC: collection.json, items in $(DEMO_OUT)/0000/)"
 	@echo "  index    $(DEMO_OUT)/items.parquet"
 	@echo "  patches  $(DEMO_OUT)/0000/<location>/*.tif  (lossless GeoTIFF, UTM)"
-	@echo "  shards, training and evaluation: not in this release yet (README: Status)"
+	@echo "  shards   $(DEMO_SHARDS)/seco-*.tar  (WebDataset; manifest and wids index: $(DEMO_SHARDS)/shards.json)"
+	@echo "  training and evaluation: not in this release yet (README: Status)"
 
 test: install
 	SECO_SHARED=$(SHARED) $(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python bench/bench_sample.py
+	$(BIN)/python bench/bench_export.py
 
 clean-demo:
-	rm -rf $(DEMO_OUT)
+	rm -rf $(DEMO_OUT) $(DEMO_SHARDS)

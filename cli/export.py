@@ -77,8 +77,9 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
 
         options = ShardOptions(maxcount=maxcount, maxsize=maxsize, seed=seed, bands=_csv(bands), seasons=seasons,
                                resample_10m=resample_10m, prefix=prefix)
-        total = CatalogIndex(catalog).n_items
-        with tqdm(total=None, unit="sample", disable=quiet, dynamic_ncols=True, desc="exporting",
+        index = CatalogIndex(catalog)
+        total = index.n_items
+        with tqdm(total=index.n_locations, unit="sample", disable=quiet, dynamic_ncols=True, desc="exporting",
                   mininterval=0.5) as bar:
             def progress(samples, shards):
                 bar.update(samples - bar.n)
@@ -137,7 +138,11 @@ def verify_cmd(ctx, path, workers, as_json):
 
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     with tqdm(total=None, disable=quiet, dynamic_ncols=True, desc="verifying", mininterval=0.5) as bar:
-        r = verify(path, workers=workers, progress=lambda n: bar.update(n - bar.n))
+        def progress(done, total):
+            bar.total = total
+            bar.update(done - bar.n)
+
+        r = verify(path, workers=workers, progress=progress)
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
     what = "shards" if r.kind == "shards" else "assets"

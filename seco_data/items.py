@@ -143,6 +143,13 @@ class CatalogIndex:
     def n_items(self) -> int:
         return self._file.metadata.num_rows
 
+    @property
+    def n_locations(self) -> int:
+        """Number of distinct locations (reads one column)."""
+        import pyarrow.compute as pc
+
+        return len(pc.unique(self._file.read(columns=["seco:location"]).column(0)))
+
     def patches(self, batch: int = 4096) -> Iterator[Patch]:
         """Every item, in catalog order (location, then season)."""
         names = set(self._file.schema_arrow.names)

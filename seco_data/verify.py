@@ -81,7 +81,7 @@ def _check_shard(path: Path, entry: dict) -> tuple[list[str], int]:
 
 
 def verify_shards(root: str | Path, *, workers: int = 2,
-                  progress: Callable[[int], None] | None = None) -> VerifyReport:
+                  progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     root = Path(root)
     manifest = root / MANIFEST if root.is_dir() else root
     try:
@@ -103,7 +103,7 @@ def verify_shards(root: str | Path, *, workers: int = 2,
             report.samples += n
             report.checked += 1
             if progress:
-                progress(i)
+                progress(i, len(entries))
     report.bytes = sum(e.get("filesize", 0) for e in entries)
     if m.get("samples") is not None and report.samples != m["samples"] and not report.problems:
         report.problems.append(f"{manifest.name}: {report.samples} samples in the shards, the manifest says {m['samples']}")
@@ -111,7 +111,7 @@ def verify_shards(root: str | Path, *, workers: int = 2,
 
 
 def verify_catalog(root: str | Path, *, workers: int = 2,
-                   progress: Callable[[int], None] | None = None) -> VerifyReport:
+                   progress: Callable[[int, int], None] | None = None) -> VerifyReport:
     index = CatalogIndex(root)
     report = VerifyReport("catalog", index.root)
 
@@ -136,7 +136,7 @@ def verify_catalog(root: str | Path, *, workers: int = 2,
             report.checked += len(batch)
             batch.clear()
             if progress:
-                progress(report.samples)
+                progress(report.samples, index.n_items)
 
         for patch in index.patches():
             report.samples += 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import http.server
 import json
@@ -268,3 +269,18 @@ def test_cli_export_and_verify(demo_catalog, tmp_path):
     assert res.exit_code == 4 and "not a seco catalog" in res.output and "Traceback" not in res.output
     res = runner.invoke(main, ["export", str(demo_catalog), "--out", str(out), "--bands", "B99"])
     assert res.exit_code == 2 and "unknown band" in res.output
+
+
+# webdataset leaves its last shard file open (closed by the garbage collector, with a ResourceWarning)
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_webdataset_reads_the_shards(shards):
+    webdataset = pytest.importorskip("webdataset")
+    urls = str(shards / "seco-{000000..000002}.tar")
+    ours = {s["__key__"]: s for s in ShardReader(shards, split=Split())}
+    theirs = list(webdataset.WebDataset(urls, shardshuffle=False, nodesplitter=None).decode())
+    assert sorted(s["__key__"] for s in theirs) == sorted(ours)
+    for s in theirs:
+        np.testing.assert_array_equal(s["10m.npy"], ours[s["__key__"]]["10m"])
+        assert s["json"]["location"] == ours[s["__key__"]]["json"]["location"]
+    del theirs
+    gc.collect()  # here, so the warning is this test's
