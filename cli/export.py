@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from seco_data.seco_layout import COMPRESSIONS
+
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
           "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
@@ -55,7 +57,7 @@ def _seasons(ctx, param, value):
 @click.option("--prefix", default="seco", show_default=True, help="[webdataset] Shard file name prefix.")
 @click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
               help="[seco] 8-bit as the SeCo release (reflectance x 255) or 16-bit DN.")
-@click.option("--compress", type=click.Choice(["deflate", "zstd", "lzw", "jpeg", "none"]), default="deflate",
+@click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate",
               show_default=True, help="[seco] GeoTIFF compression (jpeg: 8-bit, lossy, as the SeCo release).")
 @click.option("--preview", is_flag=True, help="[seco] Also write SeCo-100K's RGB preview per scene.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
