@@ -97,7 +97,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300, help="locations in the generated catalog")
     ap.add_argument("--catalog", type=Path, help="use this catalog instead of generating one")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--maxsize", type=int, default=200_000_000, help="shard size for the export (bytes)")
+    ap.add_argument("--maxsize", type=int, default=50_000_000,
+                    help="shard size (bytes); small enough that shards outnumber workers, as in a real export")
     ap.add_argument("--dir", type=Path, help="working folder (default: a temporary one on the same disk as /tmp)")
     args = ap.parse_args()
     root = args.dir or Path(tempfile.mkdtemp(prefix="seco-bench-export-"))

@@ -210,3 +210,7 @@ from .export import export_cmd, verify_cmd  # noqa: E402
 
 main.add_command(export_cmd, "export")
 main.add_command(verify_cmd, "verify")
+
+from .imports import import_cmd  # noqa: E402
+
+main.add_command(import_cmd, "import")

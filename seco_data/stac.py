@@ -284,16 +284,19 @@ class _Aggregate:
         t = p["datetime"]
         self.start = t if self.start is None or t < self.start else self.start
         self.end = t if self.end is None or t > self.end else self.end
-        self.platforms.add(p["platform"])
+        if p.get("platform") is not None:  # unknown values (None or absent, e.g. imported items) are skipped
+            self.platforms.add(p["platform"])
         self.codes.add(p["proj:code"])
         for k in ("eo:cloud_cover", "seco:cloud_fraction", "seco:valid_fraction"):
-            v = p[k]
+            v = p.get(k)
+            if v is None:
+                continue
             r = self.ranges.setdefault(k, [v, v])
             r[0], r[1] = min(r[0], v), max(r[1], v)
 
     def summaries(self) -> dict:
         s = {
-            "platform": sorted(self.platforms),
+            **({"platform": sorted(self.platforms)} if self.platforms else {}),
             "constellation": ["sentinel-2"],
             "instruments": ["msi"],
             "proj:code": sorted(self.codes),
