@@ -96,7 +96,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=300, help="locations in the generated catalog")
     ap.add_argument("--catalog", type=Path, help="use this catalog instead of generating one")
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--workers", type=int, default=(os.cpu_count() or 1) + 1,
+                    help="export workers (default: cores + 1, as the CLI: keeps the cores busy while a shard is fsync'd)")
     ap.add_argument("--maxsize", type=int, default=50_000_000,
                     help="shard size (bytes); small enough that shards outnumber workers, as in a real export")
     ap.add_argument("--dir", type=Path, help="working folder (default: a temporary one on the same disk as /tmp)")
@@ -120,8 +121,11 @@ def main() -> None:
         print(f"catalog {catalog}: {tif_mb:.0f} MB of GeoTIFF (zstd)")
 
         print("\n== export --format webdataset vs raw sequential write, same disk, same bytes ==")
+        os.sync()  # each phase starts with no dirty pages left by the one before
         raw_before = raw_write(root / "raw", 600_000_000, args.maxsize)
+        os.sync()
         e = bench_export(catalog, root, args.workers, args.maxsize)
+        os.sync()
         raw_after = raw_write(root / "raw", e["bytes"], args.maxsize)
         raw = (raw_before + raw_after) / 2
         print(f"raw write: {raw_before:.0f} MB/s before, {raw_after:.0f} MB/s after the export (mean {raw:.0f})")
@@ -136,7 +140,7 @@ def main() -> None:
         seco = root / "seco_layout"
         shutil.rmtree(seco, ignore_errors=True)
         t = time.perf_counter()
-        export_seco_layout(catalog, seco, bits=16, workers=args.workers)
+        export_seco_layout(catalog, seco, bits=16, workers=os.cpu_count() or 1)
         print(f"SeCo layout (16-bit, deflate, one GeoTIFF per band) written in {time.perf_counter() - t:.1f} s")
         read_shards(e["out"]), read_seco_layout(seco)  # warm the page cache for both
         n1, s1 = read_shards(e["out"])

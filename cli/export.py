@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -46,7 +47,8 @@ def _seasons(ctx, param, value):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output folder. Rerunning the same command on it resumes.")
 @click.option("--bands", help="Comma-separated bands to keep, e.g. B02,B03,B04 (default: all).")
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel writers.")
+@click.option("--workers", type=click.IntRange(min=1), default=(os.cpu_count() or 1) + 1, show_default=True,
+              help="Parallel writers (default: cores + 1, to keep the cores busy while a shard is fsync'd).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out made with other settings.")
 @click.option("--maxcount", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="[webdataset] Most samples per shard.")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import datetime as dt
-import fcntl
 import json
 import logging
 import multiprocessing as mp
@@ -34,6 +33,7 @@ from typing import Callable
 from .errors import IncompleteError, LedgerError, OutputError, SecoError, SourceUnavailable, UsageError
 from .geotiff import write_atomic
 from .ledger import Ledger, PatchRow
+from .lock import LOCK, lock_output
 from .locations import Screen, make_sampler
 from .recipe import NOT_IDENTITY, Recipe, recipe_from_dict
 from .select import Outcome, RetryPolicy, collect_location
@@ -43,7 +43,6 @@ from .stac import CatalogWriter, asset_name, item_id, location_dir
 log = logging.getLogger(__name__)
 
 LEDGER = "ledger.sqlite"
-LOCK = ".seco.lock"
 RECIPE = "recipe.yaml"
 #: abort when this many locations in a row fail on source errors (after their own retries)
 MAX_CONSECUTIVE_ERRORS = 10
@@ -194,23 +193,6 @@ class _Submit:
 # -- output folder -----------------------------------------------------------------------------
 
 
-def _lock(out: Path, wait_s: float = 30.0) -> int:
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise OutputError(
-                    f"another seco-data process is writing to {out}",
-                    hint="wait for it to finish, or stop it; then rerun to resume",
-                ) from None
-            time.sleep(0.2)
-
-
 def _prepare_out(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -297,7 +279,7 @@ def sample(
     source = get_source(recipe.source, recipe.product, **recipe.source_options)  # configuration errors first
     try:
         _prepare_out(out)
-        lock = _lock(out)
+        lock = lock_output(out)
         try:
             ledger, resumed = open_ledger(out, recipe)
             try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import fcntl
 import json
 import logging
 import multiprocessing as mp
@@ -19,6 +18,7 @@ from typing import Callable, Iterator
 
 from .. import __version__
 from ..errors import IncompleteError, OutputError, UsageError
+from ..lock import LOCK, lock_output
 from ..stac import CatalogWriter, dump_json, location_dir
 from .convert import TMP, convert_location
 from .layouts import Layout, Skip, find_layout, list_locations
@@ -26,7 +26,6 @@ from .layouts import Layout, Skip, find_layout, list_locations
 log = logging.getLogger(__name__)
 
 MANIFEST = "import.json"
-LOCK = ".seco.lock"
 COPERNICUS = {"name": "ESA", "roles": ["producer", "licensor"], "url": "https://sentinel.esa.int/"}
 
 
@@ -78,23 +77,6 @@ class ImportReport:
                                   for s in self.skipped_locations],
             "seconds": round(self.seconds, 3),
         }
-
-
-def _lock(out: Path, wait_s: float = 30.0) -> int:
-    """The exclusive lock on OUT (shared with ``seco-data sample``), waiting a little for the workers of
-    a killed run to notice and exit."""
-    fd = os.open(out / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd
-        except BlockingIOError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                raise OutputError(f"another seco-data process is writing to {out}",
-                                  hint="wait for it to finish, or stop it; then rerun to resume") from None
-            time.sleep(0.2)
 
 
 def _manifest(layout: Layout) -> dict:
@@ -170,7 +152,7 @@ def import_dataset(
     except OSError as e:
         raise OutputError(f"cannot create {out}: {e.strerror or e}",
                           hint="choose a folder you can write to with --out") from None
-    lock = _lock(out)
+    lock = lock_output(out)
     try:
         _prepare_out(out, layout, overwrite)
         shutil.rmtree(out / TMP, ignore_errors=True)  # partial locations of an interrupted run
