@@ -28,7 +28,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/seco-data sample --recipe demo --n $(DEMO_N) --out $(DEMO_OUT) --workers 2
 	$(BIN)/seco-data catalog info $(DEMO_OUT)
-	$(BIN)/seco-data export $(DEMO_OUT) --format webdataset --out $(DEMO_SHARDS) --maxcount 25 --workers 2
+	$(BIN)/seco-data export $(DEMO_OUT) --format webdataset --out $(DEMO_SHARDS) --maxcount 25
 	$(BIN)/seco-data verify $(DEMO_SHARDS)
 	@echo
 	@echo "demo done:"

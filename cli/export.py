@@ -100,7 +100,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
                        + (f"; {r.reused_shards} shards kept from an earlier run" if r.reused_shards else ""))
             click.echo(f"locations skipped: {skipped}")
             click.echo(f"manifest: {out / 'shards.json'} (also a wids index)")
-            click.echo(f"next: seco-data verify {out}   |   seco-train run {out}")
+            click.echo(f"next: seco-data verify {out}")
         return
 
     from seco_data.errors import UsageError

@@ -37,7 +37,7 @@ import shutil
 import sqlite3
 import tarfile
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -163,6 +163,7 @@ def _plan_sample(loc: Location, opts: ShardOptions, catalog: str) -> tuple[dict,
     reads = []  # per season: [(path, band numbers in the file, group, rows in the group array, upsampling)]
     shapes: dict[str, tuple[int, int]] = {}
     transforms: dict[str, list] = {}
+    scales: dict[str, float] = {}
     dtype = None
     for p in patches:
         season_reads = []
@@ -182,6 +183,7 @@ def _plan_sample(loc: Location, opts: ShardOptions, catalog: str) -> tuple[dict,
                 dtype = dtype or a.dtype
                 if a.dtype != dtype:
                     return "inconsistent_dtype"
+                scales.setdefault(gname, a.scale)
                 if gname not in transforms:
                     t = list(a.transform)
                     if factor != 1 and len(t) == 6:
@@ -198,7 +200,7 @@ def _plan_sample(loc: Location, opts: ShardOptions, catalog: str) -> tuple[dict,
     for gname, (res, bands) in groups.items():
         shape = (len(patches), len(bands), *shapes[gname])
         arrays[gname] = {"bands": bands, "resolution": res, "shape": list(shape), "dtype": dtype,
-                         "transform": transforms[gname]}
+                         "transform": transforms[gname], "scale": scales[gname]}
         size += member_size(len(npy_header(shape, dtype)) + int(np.prod(shape)) * np.dtype(dtype).itemsize)
     meta = {
         "key": f"{loc.location:07d}",
@@ -354,8 +356,13 @@ class TarShard:
         self._write(bytes(2 * BLOCK + (-end % RECORD)))
 
 
-def write_shard(plan: str, out: str, shard: int, name: str) -> ShardInfo:
-    """Write shard number ``shard`` of ``plan`` as ``out/name`` (atomically); run in a worker."""
+def write_shard(plan: str, out: str, shard: int, name: str) -> tuple[ShardInfo, str]:
+    """Write shard number ``shard`` of ``plan`` into a temporary file in ``out``; run in a worker.
+
+    Returns the shard's info and the temporary path; :func:`commit_shard` makes it durable and gives
+    it its name. (The fsync is left to the parent's threads, so the worker goes on to the next shard
+    while the disk catches up.)
+    """
     import rasterio
 
     db = sqlite3.connect(f"file:{plan}?mode=ro", uri=True)
@@ -363,8 +370,7 @@ def write_shard(plan: str, out: str, shard: int, name: str) -> ShardInfo:
         rows = db.execute("SELECT spec FROM samples WHERE shard = ? ORDER BY pos", (shard,)).fetchall()
     finally:
         db.close()
-    path = Path(out) / name
-    tmp = path.with_name(f".{name}.tmp{os.getpid()}")
+    tmp = Path(out) / f".{name}.tmp{os.getpid()}"
     try:
         with rasterio.Env(**FAST_OPEN), open(tmp, "wb") as raw:
             tar = TarShard(raw)
@@ -372,13 +378,27 @@ def write_shard(plan: str, out: str, shard: int, name: str) -> ShardInfo:
                 meta, reads = json.loads(spec)
                 tar.write(encode_sample(meta, reads))
             tar.close()
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return ShardInfo(name, len(rows), tar.size, tar.sha.hexdigest()), str(tmp)
+
+
+def commit_shard(tmp: str, info: ShardInfo) -> ShardInfo:
+    """fsync the written shard, then rename it into place (and fsync the folder)."""
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    return ShardInfo(name, len(rows), tar.size, tar.sha.hexdigest())
+        os.close(fd)
+    folder = os.path.dirname(tmp)
+    os.replace(tmp, os.path.join(folder, info.url))
+    dfd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+    return info
 
 
 # -- the export ---------------------------------------------------------------------------------------
@@ -472,6 +492,8 @@ def export_webdataset(
     else:
         planned, skipped = _plan(index, options, plan_path)
     names = [shard_name(options.prefix, i) for i in range(len(planned))]
+    for stale in out.glob(f".{options.prefix}-*.tar.tmp*"):  # left by a killed run
+        stale.unlink()
     done_path = state / "done.jsonl"
     done = {
         k: v for k, v in _read_done(done_path).items()
@@ -498,30 +520,46 @@ def export_webdataset(
                                                      len(names), skipped))
                 last_manifest = time.monotonic()
 
+        committer = ThreadPoolExecutor(2, thread_name_prefix="seco-fsync")
+        commits: set = set()
         try:
             if workers <= 1 or len(todo) <= 1:
                 for i in todo:
-                    record(write_shard(str(plan_path), str(out), i, names[i]))
+                    info, tmp = write_shard(str(plan_path), str(out), i, names[i])
+                    commits.add(committer.submit(commit_shard, tmp, info))
+                    for fut in [f for f in commits if f.done()]:
+                        commits.discard(fut)
+                        record(fut.result())
             else:
                 import multiprocessing as mp
 
                 ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
                 with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                    pending = set()
+                    writes: set = set()
                     queue = list(todo)
                     try:
-                        while queue or pending:
-                            while queue and len(pending) < 2 * workers:
+                        while queue or writes:
+                            while queue and len(writes) < 2 * workers:
                                 i = queue.pop(0)
-                                pending.add(pool.submit(write_shard, str(plan_path), str(out), i, names[i]))
-                            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                                writes.add(pool.submit(write_shard, str(plan_path), str(out), i, names[i]))
+                            finished, _ = wait(writes | commits, return_when=FIRST_COMPLETED)
                             for fut in finished:
-                                record(fut.result())
+                                if fut in writes:
+                                    writes.discard(fut)
+                                    info, tmp = fut.result()
+                                    commits.add(committer.submit(commit_shard, tmp, info))
+                                else:
+                                    commits.discard(fut)
+                                    record(fut.result())
                     except BaseException:
-                        for fut in pending:
+                        for fut in writes:
                             fut.cancel()
                         raise
+            for fut in list(commits):
+                commits.discard(fut)
+                record(fut.result())
         finally:
+            committer.shutdown(wait=True)  # a shard being fsync'd is finished, not recorded: redone next time
             _write_json(manifest_path, _manifest(index, options, fingerprint, list(done.values()), len(names),
                                                  skipped))
     total = sum(s.filesize for s in done.values())

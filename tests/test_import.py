@@ -236,3 +236,24 @@ def test_cli_import(seco_src, ssl4eo_root, tmp_path):
         errors = [line for line in r.output.splitlines() if line.startswith("Error: ")]
         assert r.exit_code == code and len(errors) == 1 and fragment in errors[0], r.output
         assert "Traceback" not in r.output
+
+
+def test_imported_seco_exports_to_shards_with_its_pixels(seco_src, tmp_path):
+    """Released SeCo -> catalog -> shards: uint8 arrays equal to the band files, reflectance scale 1/255."""
+    from seco_data.reader import ShardReader, Split
+    from seco_data.shards import ShardOptions, export_webdataset
+
+    import_dataset("seco", seco_src, tmp_path / "cat")
+    export_webdataset(tmp_path / "cat", tmp_path / "shards", options=ShardOptions(bands=("B4", "B11")))
+    samples = list(ShardReader(tmp_path / "shards", split=Split()))
+    assert sorted(s["json"]["location"] for s in samples) == [0, 1, 2]
+    for s in samples:
+        meta = s["json"]
+        assert s["10m"].dtype == np.uint8 and s["10m"].shape == (5, 1, 264, 264) and s["20m"].shape == (5, 1, 132, 132)
+        assert meta["arrays"]["10m"]["scale"] == pytest.approx(1 / 255)
+        folders = sorted((seco_src / f"{meta['location']:06d}").iterdir())
+        folders = [f for f in folders if f.is_dir()]
+        by_scene = {f.name: f for f in folders}
+        for k, scene in enumerate(meta["scene_ids"]):
+            np.testing.assert_array_equal(s["10m"][k, 0], _source_band(by_scene[scene], "B04")[0])
+            np.testing.assert_array_equal(s["20m"][k, 0], _source_band(by_scene[scene], "B11")[0])
