@@ -10,6 +10,9 @@ SHARED ?= $(abspath ../shared)
 DEMO_OUT ?= data/demo
 DEMO_N ?= 200
 DEMO_SHARDS ?= data/demo-shards
+DEMO_RUN ?= runs/demo
+# a short CPU run: 64 px crops, batch 32, 40 steps (the paper's settings are the defaults of seco-train run)
+DEMO_TRAIN ?= --set steps=40 --set data.size=64 --set data.batch_size=32 --set model.queue_size=1024 --set log_every=5
 
 .PHONY: venv install demo test bench clean-demo
 
@@ -30,13 +33,16 @@ demo: install
 	$(BIN)/seco-data catalog info $(DEMO_OUT)
 	$(BIN)/seco-data export $(DEMO_OUT) --format webdataset --out $(DEMO_SHARDS) --maxcount 25
 	$(BIN)/seco-data verify $(DEMO_SHARDS)
+	$(BIN)/seco-train run $(DEMO_SHARDS) --out $(DEMO_RUN) --resume $(DEMO_TRAIN)
+	$(BIN)/seco-train export $(DEMO_RUN) --out $(DEMO_RUN)/backbone.pth --overwrite
 	@echo
 	@echo "demo done:"
 	@echo "  catalog  $(DEMO_OUT)/catalog.json  (STAC: collection.json, items in $(DEMO_OUT)/0000/)"
 	@echo "  index    $(DEMO_OUT)/items.parquet"
 	@echo "  patches  $(DEMO_OUT)/0000/<location>/*.tif  (lossless GeoTIFF, UTM)"
 	@echo "  shards   $(DEMO_SHARDS)/seco-*.tar  (WebDataset; manifest and wids index: $(DEMO_SHARDS)/shards.json)"
-	@echo "  training and evaluation: not in this release yet (README: Status)"
+	@echo "  training $(DEMO_RUN)/  (checkpoint.pt, metrics.csv, loss.png, tb/; backbone: $(DEMO_RUN)/backbone.pth)"
+	@echo "  evaluation: not in this release yet (README: Status)"
 
 test: install
 	SECO_SHARED=$(SHARED) $(BIN)/python -m pytest -q
@@ -44,6 +50,7 @@ test: install
 bench: install
 	$(BIN)/python bench/bench_sample.py
 	$(BIN)/python bench/bench_export.py
+	$(BIN)/python bench/bench_train.py
 
 clean-demo:
-	rm -rf $(DEMO_OUT) $(DEMO_SHARDS)
+	rm -rf $(DEMO_OUT) $(DEMO_SHARDS) $(DEMO_RUN)

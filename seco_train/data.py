@@ -1,0 +1,181 @@
+"""An infinite, reproducible stream of training views from WebDataset shards.
+
+Every DataLoader worker of every rank draws shards WITH replacement from its own RNG (webdataset's
+``resampled=True``), so no rank ever runs dry and DDP never waits at an epoch end: the trainer counts
+steps. Shard ``d`` of worker ``w`` on rank ``r`` is a pure function of ``(seed, r, w, d)``; samples
+are read in order inside a shard (the export shuffled locations), and sample number ``n`` of the
+worker gets its views from a ``torch.Generator`` seeded with ``(seed, r, w, n)``. The stream is
+therefore a pure function of ``(seed, rank, worker)``, and ``start`` resumes it exactly: whole
+shards are skipped by their manifest ``nsamples`` without being read.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from seco_data.errors import ShardError, UsageError
+from seco_data.reader import current_split, expand_urls, iter_shard
+from seco_data.shards import MANIFEST
+
+from .views import SeasonImages, SkipSample, ViewConfig, check_sample, make_views
+
+log = logging.getLogger(__name__)
+
+_DRAW, _VIEWS = 1, 2  # seed-sequence domains: shard draws, view generators
+#: this many unusable samples in a row (or twice the largest shard) stop the stream with an error
+MAX_UNUSABLE_IN_A_ROW = 1000
+
+
+def shard_sizes(urls: list[str]) -> dict[str, int]:
+    """``nsamples`` of every shard listed in the ``shards.json`` beside it (local shards only)."""
+    sizes: dict[str, int] = {}
+    manifests: dict[Path, dict[str, int]] = {}
+    for url in urls:
+        if "://" in url:
+            continue
+        folder = Path(url).parent
+        if folder not in manifests:
+            manifests[folder] = {}
+            path = folder / MANIFEST
+            if path.is_file():
+                try:
+                    m = json.loads(path.read_text("utf-8"))
+                    manifests[folder] = {Path(s["url"]).name: int(s["nsamples"]) for s in m["shardlist"]}
+                except (OSError, ValueError, KeyError, TypeError) as e:
+                    log.warning("cannot read the shard manifest %s (%s): shards will be counted", path, e)
+        n = manifests[folder].get(Path(url).name)
+        if n is not None:
+            sizes[url] = n
+    return sizes
+
+
+def dataset_size(urls) -> int:
+    """Samples in the shard set (from shards.json when present, else counting)."""
+    expanded = expand_urls(urls)
+    sizes = shard_sizes(expanded)
+    return sum(sizes[u] if u in sizes else sum(1 for _ in iter_shard(u, decode=False)) for u in expanded)
+
+
+def _seed(domain: int, *words: int) -> int:
+    return int(np.random.SeedSequence([domain, *words]).generate_state(1, np.uint64)[0]) & (2**63 - 1)
+
+
+class SeasonalViews(torch.utils.data.IterableDataset):
+    """An infinite stream of view tuples ``(q, [k...])`` for one rank (see the module docstring).
+
+    ``start`` is the number of samples each worker of this rank has already consumed (yielded).
+    Rank and world size default to torch.distributed when initialised, else RANK / WORLD_SIZE.
+    Unusable samples (a requested band missing, no season) are skipped and counted in ``skipped``.
+    """
+
+    def __init__(self, urls, cfg: ViewConfig, *, seed: int = 0, rank: int | None = None,
+                 world_size: int | None = None, start: int = 0):
+        super().__init__()
+        self.urls = expand_urls(urls)
+        if not self.urls:
+            raise ShardError(f"no shards in {urls}")
+        split = current_split()
+        self.rank = split.rank if rank is None else int(rank)
+        self.world_size = split.world_size if world_size is None else int(world_size)
+        if not 0 <= self.rank < self.world_size:
+            raise UsageError(f"rank {self.rank} is not in [0, world size {self.world_size})")
+        if start < 0:
+            raise UsageError(f"start must be >= 0, not {start}")
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.start = int(start)
+        self.sizes = shard_sizes(self.urls)
+        self.skipped: collections.Counter = collections.Counter()
+        # set by make_loader for a resumed DataLoader: per-worker starts and the worker rotation
+        self._worker_starts: list[int] | None = None
+        self._worker_shift = 0
+
+    def _resume_at(self, step: int, batch_size: int, workers: int) -> None:
+        """Position each DataLoader worker as after ``step`` batches of ``batch_size`` (batch b comes
+        from worker b % workers; the fresh loader's worker 0 plays the worker of batch ``step``)."""
+        n = max(workers, 1)
+        self._worker_shift = step % n
+        self._worker_starts = [-(-(step - w) // n) * batch_size if step > w else 0 for w in range(n)]
+
+    def _identity(self) -> tuple[int, int]:
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker = (worker + self._worker_shift) % workers
+        start = self.start if self._worker_starts is None else self._worker_starts[worker]
+        return worker, start
+
+    def shard_of(self, worker: int, draw: int) -> str:
+        """The shard of draw number ``draw`` of ``worker`` on this rank."""
+        rng = np.random.default_rng(_seed(_DRAW, self.seed, self.rank, worker, draw))
+        return self.urls[int(rng.integers(len(self.urls)))]
+
+    def generator(self, worker: int, sample: int) -> torch.Generator:
+        """The generator of the views of sample number ``sample`` of ``worker`` on this rank."""
+        return torch.Generator().manual_seed(_seed(_VIEWS, self.seed, self.rank, worker, sample))
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        worker, start = self._identity()
+        n = 0  # samples yielded (or skipped over by start)
+        unusable = 0
+        limit = max([MAX_UNUSABLE_IN_A_ROW, *(2 * s for s in self.sizes.values())])
+        draw = 0
+        while True:
+            url = self.shard_of(worker, draw)
+            draw += 1
+            size = self.sizes.get(url)
+            if size is not None and n + size <= start:
+                n += size  # the whole shard lies before the resume point: not read
+                continue
+            skipped = collections.Counter()
+            for sample in iter_shard(url):
+                try:
+                    if n < start:
+                        check_sample(sample, self.cfg)
+                        n += 1
+                        continue
+                    images = SeasonImages(sample, self.cfg)
+                except SkipSample as e:
+                    skipped[e.reason] += 1
+                    unusable += 1
+                    if unusable >= limit:
+                        raise UsageError(f"{unusable} samples in a row give no views, the last: {e}",
+                                         hint="export the shards with the bands the views need") from None
+                    continue
+                unusable = 0
+                views = make_views(images, self.cfg, self.generator(worker, n))
+                n += 1
+                yield views[0], views[1:]
+            if skipped:
+                self.skipped.update(skipped)
+                log.warning("shard %s: skipped %s (rank %d worker %d; %s so far)", url, dict(skipped),
+                            self.rank, worker, dict(self.skipped))
+
+
+def make_loader(urls, cfg: ViewConfig, *, batch_size: int, workers: int, seed: int, rank: int = 0,
+                world_size: int = 1, start_step: int = 0) -> torch.utils.data.DataLoader:
+    """DataLoader over SeasonalViews with `workers` processes (persistent, pin_memory when CUDA), batches of
+    (q, [k0, k1, k2]) of shape (B, C, size, size). start_step: resume after that many batches of this rank (with
+    DataLoader workers, batch b comes from worker b % workers: compute each worker's `start` from it).
+
+    A resume gives the same batches only with the same urls, cfg, batch_size, workers, seed and rank.
+    Take one iterator of the loader: each new iterator starts the stream again at ``start_step``."""
+    if batch_size < 1 or workers < 0 or start_step < 0:
+        raise UsageError(f"batch_size >= 1, workers >= 0 and start_step >= 0 needed, not "
+                         f"{batch_size}, {workers}, {start_step}")
+    dataset = SeasonalViews(urls, cfg, seed=seed, rank=rank, world_size=world_size)
+    dataset._resume_at(start_step, batch_size, workers)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+    )
+

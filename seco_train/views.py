@@ -1,0 +1,353 @@
+"""Training views of one location: SeCo's seasonal views and the MoCo-v2 baselines (SECO.md section 2).
+
+A shard sample (``seasons`` x bands arrays) becomes float images with :func:`to_images`, and
+:func:`make_views` draws the views from them with a ``torch.Generator``, so the same generator state
+always gives the same views (exact resume).
+
+Modes (``t0``, ``t1``, ``t2``: season indices drawn uniformly WITH replacement, as the reference's
+``np.random.choice``):
+
+- ``seco`` (``SeasonalContrastMultiAug``): ``q = crop(t0)``, ``k0 = crop(aug(t1))``,
+  ``k1 = crop(t2)``, ``k2 = crop(aug(t0))``: the augmentations run on the full image, the crop last.
+- ``moco`` (``SeasonalContrastBasic`` + MoCo-v2 transform): two views of ONE season ``t``;
+  ``moco_tp`` (``SeasonalContrastTemporal`` + MoCo-v2 transform): one view of ``t0``, one of ``t1``.
+  Each view is ``aug(crop(.))``: the MoCo-v2 transform puts RandomResizedCrop first.
+
+``crop`` is RandomResizedCrop(size, scale, ratio 3/4..4/3; torchvision's sampling with 10 tries and
+a centre-crop fallback; bilinear, antialiased). ``aug`` is, in the reference's order:
+ColorJitter(0.4, 0.4, 0.4, 0.1) with p=0.8 (the four adjustments in random order), RandomGrayscale
+p=0.2, GaussianBlur with sigma ~ U[0.1, 2.0] p=0.5 (the reference's PIL ``GaussianBlur(radius=sigma)``
+as torchvision's kernel of radius ceil(3 sigma), reflect padding), horizontal flip p=0.5. Every view
+gets its own crop; normalisation comes last. The operations are torchvision.transforms.v2.functional's,
+except the hue rotation and the blur: faster forms of the same functions (tested equal to them).
+Random numbers come only from the generator, a fixed count per crop and per augmentation.
+
+Stretches:
+
+- ``seco`` (B02/B03/B04 only): DN -> SeCo 8-bit ``floor(clip(DN * scale, 0, 1) * 255)`` (uint8 data
+  stored with scale 1/255 is taken as is), then the reference's per-band quantile stretch
+  ``uint8(clip((v - min_q) / (max_q - min_q) * 255, 0, 255))``, so images are multiples of 1/255 in
+  [0, 1]; colour operations clamp to [0, 1] (torchvision's float ops); ImageNet mean/std last (B04 as
+  red, B03 green, B02 blue). Unlike PIL, the augmentations do not round to uint8 between steps.
+- ``stats``: images are reflectance ``DN * scale``; colour operations only clamp below at 0;
+  ``(x - mean) / std`` per band last.
+
+Band sets other than three bands: brightness multiplies every band; contrast blends each band with
+its own mean (torchvision blends the three RGB bands with their common grey mean); saturation, hue
+and grayscale are RGB-only and are skipped (their random numbers are still drawn). Three bands are
+treated as R, G, B in ``bands`` order.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+import torchvision.transforms.v2.functional as F
+
+from seco_data.bands import canonical
+from seco_data.errors import SecoError, UsageError
+
+MODES = ("seco", "moco", "moco_tp")
+STRETCHES = ("seco", "stats")
+#: SeCo's per-band 2 % / 98 % quantiles in its uint8 units (reference ``QUANTILES``).
+SECO_QUANTILES = {"B02": (3.0, 88.0), "B03": (2.0, 103.0), "B04": (0.0, 129.0)}
+#: ImageNet mean / std of the red, green and blue channels.
+IMAGENET = {"B04": (0.485, 0.229), "B03": (0.456, 0.224), "B02": (0.406, 0.225)}
+JITTER = (0.4, 0.4, 0.4, 0.1)  # brightness, contrast, saturation, hue
+P_JITTER, P_GRAY, P_BLUR, P_FLIP = 0.8, 0.2, 0.5, 0.5
+BLUR_SIGMA = (0.1, 2.0)
+RATIO = (3 / 4, 4 / 3)
+CROP_TRIES = 10
+_CROP_U = 4 * CROP_TRIES  # uniforms a crop consumes
+_AUG_U = 13  # uniforms an augmentation consumes
+#: views of each mode
+VIEWS = {"seco": 4, "moco": 2, "moco_tp": 2}
+
+
+class SkipSample(SecoError, ValueError):
+    """A sample cannot give views (``reason``: ``missing_band``, ``no_season``)."""
+
+    def __init__(self, message: str, *, reason: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How samples become views; see the module docstring."""
+
+    mode: str = "seco"
+    size: int = 224
+    scale: tuple[float, float] = (0.2, 1.0)
+    bands: tuple[str, ...] = ("B04", "B03", "B02")
+    stretch: str = "seco"
+    stats: dict | None = None
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise UsageError(f"view mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.stretch not in STRETCHES:
+            raise UsageError(f"stretch {self.stretch!r} is not one of {', '.join(STRETCHES)}")
+        if int(self.size) != self.size or self.size < 1:
+            raise UsageError(f"view size must be a positive integer, not {self.size!r}")
+        scale = tuple(float(s) for s in self.scale)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1] <= 1:
+            raise UsageError(f"crop scale must be (lo, hi) with 0 < lo <= hi <= 1, not {self.scale!r}")
+        try:
+            bands = tuple(canonical(b) for b in self.bands)
+        except KeyError as e:
+            raise UsageError(f"unknown band {e.args[0]!r} in view bands {self.bands!r}") from None
+        if not bands or len(set(bands)) != len(bands):
+            raise UsageError(f"view bands must be distinct and not empty: {self.bands!r}")
+        if self.stretch == "seco" and any(b not in SECO_QUANTILES for b in bands):
+            raise UsageError(f"the seco stretch knows B02, B03 and B04 only, not {bands!r}",
+                             hint="use stretch='stats' with statistics from `seco-train stats`")
+        if self.stretch == "stats":
+            for b in bands:
+                s = (self.stats or {}).get(b)
+                if not isinstance(s, dict) or "mean" not in s or not float(s.get("std", 0)) > 0:
+                    raise UsageError(f"stretch='stats' needs a mean and a positive std for {b} in stats",
+                                     hint="compute them with `seco-train stats SHARDS`")
+        object.__setattr__(self, "size", int(self.size))
+        object.__setattr__(self, "scale", scale)
+        object.__setattr__(self, "bands", bands)
+
+    @property
+    def num_views(self) -> int:
+        return VIEWS[self.mode]
+
+    def normalisation(self) -> tuple[list[float], list[float]]:
+        """Per-band (mean, std) applied last, in ``bands`` order."""
+        if self.stretch == "seco":
+            pairs = [IMAGENET[b] for b in self.bands]
+        else:
+            pairs = [(float(self.stats[b]["mean"]), float(self.stats[b]["std"])) for b in self.bands]
+        return [m for m, _ in pairs], [s for _, s in pairs]
+
+
+# -- images -----------------------------------------------------------------------------------------
+
+def to_uint8(dn: np.ndarray, scale: float) -> np.ndarray:
+    """SeCo's 8-bit value of DN: ``floor(clip(DN * scale, 0, 1) * 255)``; uint8 data with scale 1/255
+    is already in those units."""
+    if dn.dtype == np.uint8 and abs(scale * 255 - 1) < 1e-6:
+        return dn.copy()
+    return np.floor(np.clip(dn.astype(np.float64) * scale, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def seco_stretch(value8: np.ndarray, band: str) -> np.ndarray:
+    """The reference's quantile stretch of 8-bit values, quantised to uint8."""
+    lo, hi = SECO_QUANTILES[band]
+    return np.clip((value8.astype(np.float64) - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
+
+
+@functools.lru_cache(maxsize=64)
+def _seco_lut(dtype: str, scale: float, band: str) -> np.ndarray:
+    """float32 table DN -> stretched image value (k / 255) for 8- and 16-bit data."""
+    dn = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
+    return (seco_stretch(to_uint8(dn, scale), band) / np.float32(255)).astype(np.float32)
+
+
+def _locate(meta: dict, bands: tuple[str, ...]) -> list[tuple[str, int, float]]:
+    """(array name, row, scale) of each band; raises SkipSample when one is missing."""
+    where = {}
+    for name, a in meta.get("arrays", {}).items():
+        for i, b in enumerate(a.get("bands", ())):
+            where.setdefault(b, (name, i, float(a.get("scale", 1e-4))))
+    missing = [b for b in bands if b not in where]
+    if missing:
+        raise SkipSample(f"sample {meta.get('key')} has no band {', '.join(missing)}", reason="missing_band")
+    return [where[b] for b in bands]
+
+
+def check_sample(sample: dict, cfg: ViewConfig) -> None:
+    """Raise :class:`SkipSample` when ``sample`` cannot give views under ``cfg`` (converts no pixels)."""
+    located = _locate(sample["json"], cfg.bands)
+    for name, _, _ in located:
+        if name not in sample:
+            raise SkipSample(f"sample {sample.get('__key__')} lacks its {name} array", reason="missing_band")
+        if sample[name].ndim != 4 or sample[name].shape[0] < 1:
+            raise SkipSample(f"sample {sample.get('__key__')} has no season", reason="no_season")
+
+
+class SeasonImages:
+    """Lazy :func:`to_images` of one sample: ``len()`` seasons, ``[s]`` converts season ``s`` once."""
+
+    def __init__(self, sample: dict, cfg: ViewConfig):
+        check_sample(sample, cfg)
+        self.key = sample.get("__key__")
+        self.cfg = cfg
+        self.located = _locate(sample["json"], cfg.bands)
+        self.arrays = [sample[name] for name, _, _ in self.located]
+        self.seasons = self.arrays[0].shape[0]
+        if any(a.shape[0] != self.seasons for a in self.arrays):
+            raise SkipSample(f"sample {self.key} has arrays of different season counts", reason="no_season")
+        self.shape = (len(cfg.bands), max(a.shape[2] for a in self.arrays), max(a.shape[3] for a in self.arrays))
+        self._done: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self.seasons
+
+    def __getitem__(self, season: int) -> torch.Tensor:
+        if season not in self._done:
+            self._done[season] = self._convert(season)
+        return self._done[season]
+
+    def _convert(self, season: int) -> torch.Tensor:
+        out = torch.empty(self.shape, dtype=torch.float32)
+        for c, ((_, row, scale), arr, band) in enumerate(zip(self.located, self.arrays, self.cfg.bands)):
+            dn = arr[season, row]
+            if self.cfg.stretch == "seco":
+                if dn.dtype in (np.uint8, np.uint16):
+                    img = np.take(_seco_lut(dn.dtype.name, scale, band), dn)
+                else:
+                    img = (seco_stretch(to_uint8(dn, scale), band) / np.float32(255)).astype(np.float32)
+            else:
+                img = dn.astype(np.float32) * np.float32(scale)
+            t = torch.from_numpy(img)
+            if t.shape != self.shape[1:]:
+                t = nnf.interpolate(t[None, None], size=self.shape[1:], mode="bilinear", align_corners=False)[0, 0]
+            out[c] = t
+        return out
+
+
+def to_images(sample: dict, cfg: ViewConfig) -> torch.Tensor:
+    """(seasons, C, H, W) float32 images of one shard sample in cfg.bands order, all bands on the finest grid
+    present (coarser bands upsampled bilinearly), stretched as cfg.stretch says."""
+    seasons = SeasonImages(sample, cfg)
+    return torch.stack([seasons[s] for s in range(len(seasons))])
+
+
+# -- random parameters ------------------------------------------------------------------------------
+
+def _crop_box(u: list[float], height: int, width: int, scale: tuple[float, float]) -> tuple[int, int, int, int]:
+    """torchvision's RandomResizedCrop.get_params driven by the uniforms ``u``."""
+    area = height * width
+    lr0, lr1 = math.log(RATIO[0]), math.log(RATIO[1])
+    for k in range(CROP_TRIES):
+        a, r, ui, uj = u[4 * k:4 * k + 4]
+        target = area * (scale[0] + (scale[1] - scale[0]) * a)
+        ratio = math.exp(lr0 + (lr1 - lr0) * r)
+        cw = int(round(math.sqrt(target * ratio)))
+        ch = int(round(math.sqrt(target / ratio)))
+        if 0 < cw <= width and 0 < ch <= height:
+            return int(ui * (height - ch + 1)), int(uj * (width - cw + 1)), ch, cw
+    ratio = width / height  # fallback: the central crop of the allowed ratio
+    if ratio < RATIO[0]:
+        cw, ch = width, int(round(width / RATIO[0]))
+    elif ratio > RATIO[1]:
+        ch, cw = height, int(round(height * RATIO[1]))
+    else:
+        cw, ch = width, height
+    return (height - ch) // 2, (width - cw) // 2, ch, cw
+
+
+def _uniforms(generator: torch.Generator, n: int) -> list[float]:
+    return torch.rand(n, dtype=torch.float64, generator=generator).tolist()
+
+
+# -- operations -------------------------------------------------------------------------------------
+
+def crop(img: torch.Tensor, cfg: ViewConfig, generator: torch.Generator) -> torch.Tensor:
+    """RandomResizedCrop(cfg.size, cfg.scale) of a (C, H, W) image."""
+    i, j, h, w = _crop_box(_uniforms(generator, _CROP_U), img.shape[-2], img.shape[-1], cfg.scale)
+    return F.resized_crop(img, i, j, h, w, [cfg.size, cfg.size], antialias=True)
+
+
+def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """torchvision's Gaussian blur (kernel radius ceil(3 sigma), reflect padding) of a (C, H, W)
+    image, computed separably as sums of shifted images (2-4x faster than its conv2d on CPU)."""
+    c, h, w = img.shape
+    r = min(math.ceil(3 * sigma), h - 1, w - 1)
+    x = torch.arange(-r, r + 1, dtype=torch.float64)
+    k = torch.softmax(-(x / sigma) ** 2 / 2, dim=0).tolist()
+    padded = nnf.pad(img[None], (r, r, r, r), mode="reflect")[0]
+    rows = padded[:, :, r:r + w] * k[r]
+    for i in range(2 * r + 1):
+        if i != r:
+            rows.add_(padded[:, :, i:i + w], alpha=k[i])
+    out = rows[:, r:r + h] * k[r]
+    for i in range(2 * r + 1):
+        if i != r:
+            out.add_(rows[:, i:i + h], alpha=k[i])
+    return out
+
+
+def adjust_hue(img: torch.Tensor, factor: float) -> torch.Tensor:
+    """Rotate the HSV hue of a (3, H, W) RGB image by ``factor`` turns: torchvision's adjust_hue (PIL's
+    HSV) in closed form, without its clamping to [0, 1] (values stay between each pixel's min and max)."""
+    r, g, b = img.unbind(0)
+    minc, maxc = torch.aminmax(img, dim=0)
+    delta = maxc - minc
+    d = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h6 = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, (b - r) / d + 2, (r - g) / d + 4))
+    h6 = h6.add_(6 * factor).remainder_(6)
+    out = torch.empty_like(img)
+    for ch, n in enumerate((5, 3, 1)):  # HSV -> RGB: V - V S clamp(min(k, 4 - k), 0, 1), k = (n + 6 H) mod 6
+        k = h6.add(n).remainder_(6)
+        torch.minimum(k, 4 - k, out=out[ch])
+        out[ch].clamp_(0, 1).mul_(delta).neg_().add_(maxc)
+    return out
+
+
+def _jitter(img: torch.Tensor, u: list[float], hi: float) -> torch.Tensor:
+    """ColorJitter(0.4, 0.4, 0.4, 0.1): factors from u[0:4], order from the ranks of u[4:8]."""
+    b, c, s, h = JITTER
+    factors = (1 - b + 2 * b * u[0], 1 - c + 2 * c * u[1], 1 - s + 2 * s * u[2], -h + 2 * h * u[3])
+    order = sorted(range(4), key=lambda k: u[4 + k])
+    rgb = img.shape[0] == 3
+    for op in order:
+        f = factors[op]
+        if op == 0:
+            img = img.mul(f).clamp_(0, hi)
+        elif op == 1:
+            if rgb:
+                mean = F.rgb_to_grayscale(img).mean()
+            else:
+                mean = img.mean(dim=(-2, -1), keepdim=True)
+            img = img.mul(f).add_(mean, alpha=1 - f).clamp_(0, hi)
+        elif rgb and op == 2:
+            img = img.mul(f).add_(F.rgb_to_grayscale(img), alpha=1 - f).clamp_(0, hi)
+        elif rgb and op == 3:
+            img = adjust_hue(img, f)
+    return img
+
+
+def augment(img: torch.Tensor, cfg: ViewConfig, generator: torch.Generator) -> torch.Tensor:
+    """MoCo-v2's artificial augmentation of a (C, H, W) image (jitter, grayscale, blur, flip)."""
+    u = _uniforms(generator, _AUG_U)
+    hi = 1.0 if cfg.stretch == "seco" else math.inf
+    if u[0] < P_JITTER:
+        img = _jitter(img, u[1:9], hi)
+    if u[9] < P_GRAY and img.shape[0] == 3:
+        img = F.rgb_to_grayscale(img, num_output_channels=3).contiguous()
+    if u[10] < P_BLUR:
+        img = gaussian_blur(img, BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[11])
+    if u[12] < P_FLIP:
+        img = F.horizontal_flip(img)
+    return img
+
+
+def make_views(images: torch.Tensor, cfg: ViewConfig, generator: torch.Generator) -> list[torch.Tensor]:
+    """seco: [q, k0, k1, k2]; moco: [q, k0]; moco_tp: [q, k0]; each (C, size, size) float32.
+
+    ``images`` may also be a :class:`SeasonImages`, which converts only the seasons drawn."""
+    if len(images) < 1 or (isinstance(images, torch.Tensor) and images.ndim != 4):
+        raise SkipSample(f"images of shape {tuple(images.shape)} hold no season", reason="no_season")
+    t = torch.randint(len(images), (3,), generator=generator).tolist()
+    if cfg.mode == "seco":
+        k0 = augment(images[t[1]], cfg, generator)
+        k2 = augment(images[t[0]], cfg, generator)
+        views = [crop(x, cfg, generator) for x in (images[t[0]], k0, images[t[2]], k2)]
+    else:
+        seasons = (t[0], t[0]) if cfg.mode == "moco" else (t[0], t[1])
+        views = []
+        for s in seasons:
+            views.append(augment(crop(images[s], cfg, generator), cfg, generator))
+    mean, std = cfg.normalisation()
+    return [F.normalize(v, mean, std) for v in views]  # not in place: a crop may be a view of images
