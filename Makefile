@@ -12,7 +12,7 @@ DEMO_N ?= 200
 DEMO_SHARDS ?= data/demo-shards
 DEMO_RUN ?= runs/demo
 # a short CPU run: 64 px crops, batch 32, 40 steps (the paper's settings are the defaults of seco-train run)
-DEMO_TRAIN ?= --set steps=40 --set data.size=64 --set data.batch_size=32 --set model.queue_size=1024 --set log_every=5
+DEMO_TRAIN ?= --set steps=40 --set data.size=64 --set data.batch_size=32 --set model.queue_size=256 --set data.workers=2 --set log_every=5
 
 .PHONY: venv install demo test bench clean-demo
 
