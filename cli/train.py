@@ -62,9 +62,15 @@ def run(ctx, shards, out, config_path, sets, resume, gpus, as_json):
     seco-train run shards/ --out runs/seco-r18 --resume  # after a crash or preemption
     """
     if gpus and gpus > 1 and "WORLD_SIZE" not in os.environ:
-        args = [a for a in sys.argv[1:]]
-        i = args.index("--gpus")
-        del args[i:i + 2]
+        args, skip = [], False
+        for a in sys.argv[1:]:  # the same command line, less --gpus N / --gpus=N
+            if skip or a.startswith("--gpus="):
+                skip = False
+                continue
+            if a == "--gpus":
+                skip = True
+                continue
+            args.append(a)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                "-m", "seco_train", *args]
         ctx.exit(subprocess.call(cmd))

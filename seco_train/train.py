@@ -371,15 +371,15 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
             for g in optimizer.param_groups:
                 g["lr"] = lr
             loss, m = train_step(net, optimizer, q, keys, device=device, bf16=bf16)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"the loss is {loss.item()} at step {step}: lower optim.lr or use fp32")
             step += 1
             window_n += q.shape[0] * views * d.world_size
             if step % cfg.log_every == 0 or step == total:
                 now = time.monotonic()
                 images_per_s = window_n / max(now - window_t, 1e-9)
                 window_t, window_n = now, 0
-                last = {k: float(v) for k, v in m.items()}
+                last = {k: float(v) for k, v in m.items()}  # the only host sync: at log steps
+                if not math.isfinite(last["loss"]):
+                    raise FloatingPointError(f"the loss is {last['loss']} at step {step}: lower optim.lr or use fp32")
                 row = {"step": step, "epoch": round(step / steps_per_epoch, 4), "lr": lr, **last,
                        "images_per_s": round(images_per_s, 1)}
                 if metrics:

@@ -114,9 +114,9 @@ def test_torchrun_two_processes_on_cpu(shards, tmp_path):
     out = tmp_path / "ddp"
     sets = [f"--set={k}={v}" for k, v in {**TINY, "steps": 3, "model.queue_size": 32}.items()]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # `--gpus 2` re-launches the same command under torchrun (two processes; gloo on CPU)
     res = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "seco_train",
-         "run", str(shards), "--out", str(out), *sets],
+        [sys.executable, "-m", "seco_train", "run", str(shards), "--gpus", "2", "--out", str(out), *sets],
         capture_output=True, text=True, env=env, timeout=300,
     )
     assert res.returncode == 0, res.stderr[-3000:]
