@@ -105,6 +105,9 @@ def expand_urls(urls: str | Path | Iterable[str | Path]) -> list[str]:
                 if not found:
                     raise ShardError(f"no shard matches {pattern}")
                 out.extend(found)
+            elif not Path(pattern).exists():
+                raise ShardError(f"no shard or shard folder at {pattern}",
+                                 hint="point at the --out folder of `seco-data export`, its shards.json, or a glob")
             else:
                 out.append(pattern)
     return out
