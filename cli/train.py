@@ -156,3 +156,9 @@ def stats(shards, out, bands, max_samples, seed):
     for band, s in per_band.items():
         click.echo(f"{band}: mean {s['mean']:.4f} std {s['std']:.4f}")
     click.echo(f"statistics: {out}")
+
+
+from .evaluate import eval_cmd, report_cmd  # noqa: E402
+
+main.add_command(eval_cmd, "eval")
+main.add_command(report_cmd, "report")

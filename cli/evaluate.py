@@ -1,0 +1,116 @@
+"""``seco-train eval`` and ``seco-train report``: downstream evaluation of pre-trained backbones."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+
+@click.command("eval")
+@click.argument("benchmark")
+@click.option("--weights", required=True,
+              help="A run folder (its checkpoint.pt), a weights file (exported backbone, official SeCo .ckpt, "
+                   "torchvision/timm/torchgeo state dict) or 'random'.")
+@click.option("--root", type=click.Path(file_okay=False), help="The benchmark's data folder (default: the registry's).")
+@click.option("--protocol", type=click.Choice(["linear", "finetune", "knn"]),
+              help="Default: the benchmark's (EuroSAT: linear).")
+@click.option("--epochs", type=click.IntRange(min=0), help="Training epochs (default: the protocol's).")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Training batch (default: the protocol's).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate (default: the protocol's).")
+@click.option("--k", "k", type=click.IntRange(min=1), help="k-NN neighbours (default 20).")
+@click.option("--train-frac", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Fraction of the train split (seeded, without replacement, stratified per class).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--size", type=click.IntRange(min=8), help="Image size (default: the benchmark's native, EuroSAT 64).")
+@click.option("--bands", type=click.Choice(["rgb", "all"]), help="EuroSAT: RGB JPEGs or the 13-band TIFs.")
+@click.option("--split-file", "split_file_pairs", multiple=True, metavar="SPLIT=FILE",
+              help="Override a split list, e.g. --split-file train=my_train.txt.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Report JSON (default: <run folder>/eval/<benchmark>-<protocol>.json, else eval/...).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--backbone", type=click.Choice(["resnet18", "resnet50"]),
+              help="Architecture (default: the run folder's config, else resnet18).")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Keep frozen features here between runs.")
+@click.option("--eval-every-epoch", is_flag=True, help="finetune: evaluate every split after every epoch.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report's metrics as JSON.")
+@click.pass_context
+def eval_cmd(ctx, benchmark, weights, root, protocol, epochs, batch_size, lr, k, train_frac, seed, size, bands,
+             split_file_pairs, out, overwrite, device, backbone, workers, cache_dir, eval_every_epoch, as_json):
+    """Evaluate WEIGHTS on BENCHMARK (eurosat, ...) with a protocol (linear, finetune, knn).
+
+    \b
+    seco-train eval eurosat --weights runs/seco-r18 --root /data/EuroSAT --protocol linear
+    seco-train eval eurosat --weights random --protocol knn
+    seco-train eval eurosat --weights seco_r18_backbone.pth --protocol finetune --epochs 30
+    """
+    from tqdm import tqdm
+
+    from seco_data.errors import UsageError
+    from seco_train.evaluate import EvalConfig, default_output, evaluate, get, write_report
+
+    pairs = []
+    for text in split_file_pairs:
+        if "=" not in text:
+            raise UsageError(f"--split-file {text!r} is not SPLIT=FILE", hint="e.g. --split-file test=test.txt")
+        pairs.append(tuple(text.split("=", 1)))
+    cfg = EvalConfig(benchmark=benchmark, weights=weights, protocol=protocol, root=root, backbone=backbone,
+                     epochs=epochs, batch_size=batch_size, lr=lr, k=k, train_frac=train_frac, seed=seed,
+                     device=device, size=size, num_workers=workers, cache_dir=cache_dir,
+                     split_files=tuple(pairs), dataset_options=(("bands", bands),) if bands else (),
+                     eval_every_epoch=eval_every_epoch)
+    bench = get(benchmark)
+    chosen = protocol or bench.default_protocol
+    out = out or default_output(cfg, chosen)
+    if out.exists() and not overwrite:
+        raise UsageError(f"{out} already exists", hint="pass --overwrite or choose another --out")
+    quiet = (ctx.find_root().obj or {}).get("verbosity", 0) < 0
+    bars: dict[str, tqdm] = {}
+
+    def progress(stage, done, total, info):
+        bar = bars.get(stage)
+        if bar is None or bar.total != total or done < bar.n:
+            if bar is not None:
+                bar.close()
+            bar = bars[stage] = tqdm(total=total, desc=stage, disable=quiet, dynamic_ncols=True, leave=False,
+                                     mininterval=0.5)
+        bar.update(done - bar.n)
+        if info:
+            bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in info.items()}, refresh=False)
+
+    try:
+        report = evaluate(cfg, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    write_report(report, out, overwrite=overwrite)
+    metric = report["metric"]
+    if as_json:
+        click.echo(json.dumps({s: {k: v for k, v in m.items() if k != "confusion_matrix"}
+                               for s, m in report["metrics"].items()}, indent=1))
+    elif not quiet:
+        parts = [f"{s} {metric} {100 * m[metric]:.2f} %" for s, m in report["metrics"].items() if metric in m]
+        click.echo(f"{report['benchmark']} {report['protocol']} ({report['weights']['source']}): "
+                   f"{', '.join(parts)} in {report['seconds']:.1f} s")
+        if report.get("frozen_backbone"):
+            click.echo(f"frozen backbone unchanged: sha256 {report['frozen_backbone']['after'][:16]}")
+    click.echo(f"report: {out}")
+
+
+@click.command("report")
+@click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Markdown file.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+def report_cmd(reports, out, overwrite):
+    """A markdown table comparing the evaluation REPORTS (JSON files of `seco-train eval`).
+
+    \b
+    seco-train report runs/*/eval/*.json --out results.md
+    """
+    from seco_train.evaluate import write_table
+
+    write_table(list(reports), out, overwrite=overwrite)
+    click.echo(f"{len(reports)} report(s) -> {out}")
