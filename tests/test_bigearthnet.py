@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from seco_train.evaluate import bigearthnet as ben
-from seco_train.evaluate.multilabel_metrics import MultilabelAP, multilabel_average_precision
 
 
 @pytest.fixture(scope="module")
@@ -153,32 +152,6 @@ def test_train_frac_is_seeded_and_without_replacement(example, layout):
     assert len(ben.BigEarthNet(example, "train", train_frac=0.01, **files)) == 1
     with pytest.raises(ben.UsageError):
         ben.BigEarthNet(example, "test", train_frac=0.5, **files)
-
-
-def test_map_matches_sklearn():
-    from sklearn.metrics import average_precision_score
-
-    rng = np.random.default_rng(0)
-    targets = (rng.random((300, 19)) < 0.2).astype(np.float32)
-    targets[0] = 1  # every class has a positive
-    scores = np.round(rng.normal(size=(300, 19)) + 1.5 * targets, 1)  # rounding makes ties
-    got = multilabel_average_precision(scores, targets)
-    assert got["micro"] == pytest.approx(average_precision_score(targets, scores, average="micro"), abs=1e-12)
-    assert got["macro"] == pytest.approx(average_precision_score(targets, scores, average="macro"), abs=1e-12)
-    assert got["per_class"] == pytest.approx(list(average_precision_score(targets, scores, average=None)))
-
-    # accumulated over batches of the whole split == computed at once
-    acc = MultilabelAP()
-    for i in range(0, 300, 64):
-        acc.update(torch.from_numpy(scores[i:i + 64]), torch.from_numpy(targets[i:i + 64]))
-    assert acc.compute()["micro"] == got["micro"]
-
-    # a class with no positive in the split has no AP and does not enter the macro mean
-    targets[:, 5] = 0
-    got = multilabel_average_precision(scores, targets)
-    assert np.isnan(got["per_class"][5]) and got["classes_scored"] == 18
-    keep = [c for c in range(19) if c != 5]
-    assert got["macro"] == pytest.approx(average_precision_score(targets[:, keep], scores[:, keep], average="macro"))
 
 
 def test_the_evaluator_runs_bigearthnet_from_the_registry(example, tmp_path):

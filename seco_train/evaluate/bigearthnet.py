@@ -42,9 +42,10 @@ import torch
 import torch.nn.functional as nnf
 from torch.utils.data import Dataset
 
-from seco_data.errors import SecoError, UsageError
+from seco_data.errors import UsageError
 
 from ..views import IMAGENET, seco_stretch, to_uint8
+from .errors import DatasetFormatError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
@@ -186,18 +187,6 @@ LABEL_43_TO_19: dict[str, int | None] = {
     name: (LABELS_19.index(_MERGED[name]) if name in _MERGED else None) for name in LABELS_43
 }
 NUM_CLASSES = len(LABELS_19)
-
-
-class DatasetNotFoundError(SecoError, FileNotFoundError):
-    """A benchmark's files are not where they were looked for."""
-
-    exit_code = 4
-
-
-class DatasetFormatError(SecoError, ValueError):
-    """A benchmark file exists but does not hold what the format says."""
-
-    exit_code = 4
 
 
 def multi_hot(labels: Sequence[str]) -> np.ndarray:

@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seco_data.errors import SecoError
-
 from . import transforms
+from .errors import DatasetNotFoundError
 from .registry import Benchmark, register
 
 log = logging.getLogger(__name__)
@@ -39,12 +38,6 @@ URL_ALL = "https://madm.dfki.de/files/sentinel/EuroSATallBands.zip"
 RGB_DIR = "2750"
 TIF_DIR = "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
 SPLITS = ("train", "val", "test")
-
-
-class DatasetNotFoundError(SecoError, FileNotFoundError):
-    """A benchmark's files are missing: names the file or folder and where to get it."""
-
-    exit_code = 4
 
 
 def sha256(path: Path) -> str:

@@ -37,7 +37,8 @@ from torch.utils.data import Dataset
 from seco_data.errors import UsageError
 
 from ..views import IMAGENET
-from .bigearthnet import DatasetFormatError, DatasetNotFoundError, seco_rgb_lut
+from .bigearthnet import seco_rgb_lut
+from .errors import DatasetFormatError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
 
