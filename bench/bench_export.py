@@ -48,8 +48,6 @@ def raw_write(root: Path, total: int, file_size: int) -> float:
 
 
 def bench_export(catalog: Path, root: Path, workers: int, maxsize: int) -> dict:
-    import webdataset  # noqa: F401  (imported before timing, as the CLI does once per run)
-
     from seco_data.shards import ShardOptions, export_webdataset
 
     out = root / "shards"

@@ -154,7 +154,7 @@ def verify_cmd(ctx, path, workers, as_json):
     for p in r.problems[:100]:
         click.echo(f"FAIL {p}", err=True)
     if not r.ok:
-        more = f" (first 100 listed)" if len(r.problems) > 100 else ""
+        more = " (first 100 listed)" if len(r.problems) > 100 else ""
         raise VerifyError(f"{len(r.problems)} problems in {r.checked} {what} of {r.root}{more}",
                           hint="re-export the shards, or re-collect the locations at fault (`seco-data sample` resumes)")
     if not as_json and not quiet:

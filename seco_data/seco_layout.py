@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import hashlib
 import json
 import logging
 import os
@@ -44,6 +43,7 @@ from . import __version__
 from .bands import ALIASES, BANDS, canonical
 from .errors import CatalogError, OutputError, UsageError
 from .geotiff import write_atomic
+from .hashing import sha256_file
 from .items import Asset, CatalogIndex, Location, Patch
 
 log = logging.getLogger(__name__)
@@ -300,20 +300,12 @@ def _settings(index: CatalogIndex, bits, bands, compress, preview) -> _Settings:
     return _Settings(bits, chosen, compress, bool(preview))
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _identity(index: CatalogIndex, settings: _Settings) -> dict:
     return {
         "format": "seco",
         "layout_version": LAYOUT_VERSION,
         "settings": settings.to_dict(),
-        "catalog": {"path": str(index.root), "collection": index.name, "items_sha256": _sha256(index.parquet)},
+        "catalog": {"path": str(index.root), "collection": index.name, "items_sha256": sha256_file(index.parquet)},
     }
 
 

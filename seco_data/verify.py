@@ -9,7 +9,6 @@ run names every file at fault.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import CatalogError, ShardError
+from .hashing import sha256_file
 from .items import CatalogIndex
 from .reader import iter_shard
 from .shards import MANIFEST
@@ -40,14 +40,6 @@ class VerifyReport:
                 "bytes": self.bytes, "ok": self.ok, "problems": self.problems}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 << 20):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_shard(path: Path, entry: dict) -> tuple[list[str], int]:
     name = entry["url"]
     if not path.is_file():
@@ -56,7 +48,7 @@ def _check_shard(path: Path, entry: dict) -> tuple[list[str], int]:
     size = path.stat().st_size
     if size != entry.get("filesize"):
         problems.append(f"{name}: size {size} != {entry.get('filesize')} in the manifest")
-    if entry.get("sha256") and _sha256(path) != entry["sha256"]:
+    if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
         problems.append(f"{name}: sha256 differs from the manifest")
     n = 0
     try:
@@ -123,7 +115,7 @@ def verify_catalog(root: str | Path, *, workers: int = 2,
         size = asset.path.stat().st_size
         if asset.size is not None and size != asset.size:
             out.append(f"{rel}: size {size} != file:size {asset.size}")
-        if asset.sha256 and _sha256(asset.path) != asset.sha256:
+        if asset.sha256 and sha256_file(asset.path) != asset.sha256:
             out.append(f"{rel}: sha256 differs from file:checksum")
         return out
 

@@ -1,7 +1,6 @@
 """Crash safety: kill `seco-data sample` with SIGKILL (and once SIGINT) at random points, rerun it,
 and prove the result is complete, consistent and identical to an uninterrupted run."""
 
-import os
 import random
 import signal
 import sqlite3

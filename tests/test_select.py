@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from fakes import ScriptedSource
-from seco_data.errors import SourceUnavailable
 from seco_data.grid import PatchGrid
 from seco_data.recipe import Filters, load_recipe
 from seco_data.seasons import Window

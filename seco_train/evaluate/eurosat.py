@@ -24,6 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seco_data.hashing import sha256_file
+
 from . import transforms
 from .errors import DatasetNotFoundError
 from .registry import Benchmark, register
@@ -38,14 +40,6 @@ URL_ALL = "https://madm.dfki.de/files/sentinel/EuroSATallBands.zip"
 RGB_DIR = "2750"
 TIF_DIR = "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
 SPLITS = ("train", "val", "test")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class EuroSAT(Dataset):
@@ -93,7 +87,7 @@ class EuroSAT(Dataset):
                                        hint=f"download and extract {self._url()} into {self.root}")
         self._targets = np.asarray(labels, dtype=np.int64)
         key = f"eurosat|{bands}|{size}|{self.image_dir.resolve()}|" + "|".join(
-            sha256(p) for p in self.split_files) + f"|{len(self.files)}|{hashlib.sha256(' '.join(names).encode()).hexdigest()}"
+            sha256_file(p) for p in self.split_files) + f"|{len(self.files)}|{hashlib.sha256(' '.join(names).encode()).hexdigest()}"
         self.fingerprint = hashlib.sha256(key.encode()).hexdigest()
 
     # -- layout ---------------------------------------------------------------------------------------

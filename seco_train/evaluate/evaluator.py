@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import Subset
 
 from seco_data.errors import UsageError
+from seco_data.hashing import sha256_file
 
 from . import metrics
-from .eurosat import sha256
 from .protocols import DEFAULTS, PROTOCOLS, Progress, ProtocolConfig
 from .registry import Benchmark, get
 
@@ -179,14 +179,14 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> dict:
     splits = {}
     for s, ds in datasets.items():
         files = [str(p) for p in getattr(ds, "split_files", [])]
-        splits[s] = {"files": [{"path": str(Path(f).resolve()), "sha256": sha256(Path(f))} for f in files], "n": len(ds)}
+        splits[s] = {"files": [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in files], "n": len(ds)}
     splits[train_name]["n_used"] = len(train_used)
     from .protocols import backbone_checksum
 
     report = {
         "benchmark": bench.name, "task": bench.task, "metric": bench.metric, "protocol": protocol,
         "weights": {"source": cfg.weights, "file": str(weights_file) if weights_file else None,
-                    "sha256": sha256(weights_file) if weights_file else None, "backbone": name,
+                    "sha256": sha256_file(weights_file) if weights_file else None, "backbone": name,
                     "in_channels": train.in_channels, "run": str(run_dir) if run_dir else None},
         "root": str(root), "size": size, "dataset_options": {k: v for k, v in options.items()},
         "splits": splits, "train_frac": cfg.train_frac, "seed": cfg.seed, "device": device,
