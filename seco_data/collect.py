@@ -35,7 +35,7 @@ from .geotiff import write_atomic
 from .ledger import Ledger, PatchRow
 from .lock import LOCK, lock_output
 from .locations import Screen, make_sampler
-from .recipe import NOT_IDENTITY, Recipe, recipe_from_dict
+from .recipe import NOT_IDENTITY, Recipe, differences, recipe_from_dict
 from .select import Outcome, RetryPolicy, collect_location
 from .sources import Source, get_source
 from .stac import CatalogWriter, asset_name, item_id, location_dir
@@ -215,7 +215,7 @@ def open_ledger(out: Path, recipe: Recipe) -> tuple[Ledger, bool]:
             raise LedgerError(f"{path} is not a seco ledger")
         if stored != recipe.fingerprint():
             old = json.loads(ledger.get("recipe") or "{}")
-            diff = _diff(old, json.loads(json.dumps(recipe.to_dict())))
+            diff = differences(old, json.loads(json.dumps(recipe.to_dict())), ignore=NOT_IDENTITY)
             ledger.close()
             raise UsageError(
                 f"{out} was collected with different settings ({', '.join(diff[:5]) or 'recipe'} differ)",
@@ -242,19 +242,6 @@ def open_ledger(out: Path, recipe: Recipe) -> tuple[Ledger, bool]:
         ledger.set("patch_size_m", str(recipe.patch_size_m))
         ledger.set("created", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
     return ledger, False
-
-
-def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        if not prefix and k in NOT_IDENTITY:
-            continue
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(prefix + k)
-    return keys
 
 
 # -- the run -----------------------------------------------------------------------------------

@@ -51,29 +51,49 @@ def encode(
 ) -> EncodedPatch:
     """Encode ``pixels`` (bands, H, W) uint16 on ``grid`` at ``resolution`` as a GeoTIFF in memory."""
     import rasterio
-    from rasterio.io import MemoryFile
 
-    if compress not in COMPRESSIONS:
-        raise ValueError(f"unknown compression {compress!r}: use one of {', '.join(COMPRESSIONS)}")
     if pixels.dtype != np.uint16 or pixels.ndim != 3 or pixels.shape[0] != len(bands):
         raise ValueError(f"expected uint16 (bands={len(bands)}, H, W), got {pixels.dtype} {pixels.shape}")
     h, w = grid.shape(resolution)
     if pixels.shape[1:] != (h, w):
         raise ValueError(f"pixels {pixels.shape[1:]} do not match the {resolution} m grid {(h, w)}")
+    return encode_raster(pixels, rasterio.CRS.from_epsg(grid.epsg), grid.transform(resolution), resolution, bands,
+                         nodata=nodata, compress=compress, tags=tags)
+
+
+def encode_raster(
+    pixels: np.ndarray,
+    crs,
+    transform,
+    resolution: int,
+    bands: tuple[str, ...],
+    *,
+    nodata: int | None = 0,
+    compress: str = "zstd",
+    tags: dict[str, str] | None = None,
+) -> EncodedPatch:
+    """Encode ``pixels`` (bands, H, W), in their own dtype, with any CRS and transform: a tiled,
+    band-interleaved GeoTIFF in memory, losslessly compressed with a horizontal predictor."""
+    from rasterio.io import MemoryFile
+
+    if compress not in COMPRESSIONS:
+        raise ValueError(f"unknown compression {compress!r}: use one of {', '.join(COMPRESSIONS)}")
+    n, h, w = pixels.shape
     profile = dict(
         driver="GTiff",
-        dtype="uint16",
-        count=len(bands),
+        dtype=pixels.dtype.name,
+        count=n,
         height=h,
         width=w,
-        crs=rasterio.CRS.from_epsg(grid.epsg),
-        transform=grid.transform(resolution),
-        nodata=nodata,
+        crs=crs,
+        transform=transform,
         tiled=True,
         blockxsize=_block(w),
         blockysize=_block(h),
         interleave="band",
     )
+    if nodata is not None:
+        profile["nodata"] = nodata
     if compress != "none":
         profile.update(compress=compress, predictor=2, **_LEVEL[compress])
     with MemoryFile() as mem:

@@ -172,6 +172,21 @@ def recipe_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = Non
     return recipe
 
 
+def differences(old: dict, new: dict, *, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings (top-level keys in ``ignore``
+    skipped): what a refused resume names."""
+    keys = []
+    for k in sorted(set(old) | set(new)):
+        if not prefix and k in ignore:
+            continue
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += differences(a, b, prefix=f"{prefix}{k}.")
+        elif a != b:
+            keys.append(prefix + str(k))
+    return keys
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``seasons.window_days=30`` -> (``seasons.window_days``, 30) with YAML value typing."""
     if "=" not in text:

@@ -44,6 +44,7 @@ from .bands import ALIASES, BANDS, canonical
 from .errors import CatalogError, OutputError, UsageError
 from .geotiff import write_atomic
 from .hashing import sha256_file
+from .recipe import differences
 from .items import Asset, CatalogIndex, Location, Patch
 
 log = logging.getLogger(__name__)
@@ -309,17 +310,6 @@ def _identity(index: CatalogIndex, settings: _Settings) -> dict:
     }
 
 
-def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            keys.append(f"{prefix}{k}")
-    return keys
-
-
 def _ours(entry: str) -> bool:
     return bool(_LOCATION_DIR.match(entry))
 
@@ -360,7 +350,7 @@ def _prepare(out: Path, identity: dict, overwrite: bool, locked: bool) -> None:
         if old is None:
             raise OutputError(f"{out} is not empty and holds no SeCo layout export",
                               hint="choose an empty or new --out, or pass --overwrite to replace a previous export")
-        diff = ", ".join(_differences(old, identity))
+        diff = ", ".join(differences(old, identity))
         raise OutputError(f"{out} holds a SeCo layout export with other settings or of another catalog ({diff})",
                           hint="rerun with the same settings to resume, pass --overwrite to replace it, "
                           "or choose another --out")

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from seco_data.errors import OutputError
+from seco_data.recipe import differences
 
 from . import __version__
 from .config import ConfigError, RunConfig, config_from_dict
@@ -158,17 +159,6 @@ def _restore_rng(rng: dict) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
     np.random.set_state(rng["numpy"])
     random.setstate(rng["python"])
-
-
-def _config_differences(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(old) | set(new)):
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _config_differences(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}")
-    return out
 
 
 # -- metrics ------------------------------------------------------------------------------------------
@@ -307,7 +297,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
             raise OutputError(f"{out} already holds a run (checkpoint.pt)",
                               hint="pass --resume to continue it, or choose a new --out")
         state = load_checkpoint(ckpt_path)
-        diff = _config_differences(state["config"], cfg.to_dict())
+        diff = differences(state["config"], cfg.to_dict())
         if diff:
             raise ConfigError(f"the run in {out} was started with other settings ({', '.join(diff)})",
                               hint="resume with the same config, or start a new run with another --out")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -11,7 +10,7 @@ import numpy as np
 
 from ..bands import BANDS, group_by_resolution
 from ..errors import OutputError
-from ..geotiff import _LEVEL, EncodedPatch, _block
+from ..geotiff import encode_raster
 from ..stac import EXTENSIONS, GEOTIFF, STAC_VERSION, _iso, asset_name, dump_json, item_id, location_dir
 from .layouts import Layout, Scene, Skip, scene_of
 
@@ -37,29 +36,6 @@ def _read_band(path: Path, size: int, dtype: str) -> tuple[np.ndarray, object]:
         raise
     except Exception as e:  # noqa: BLE001 - any GDAL failure on a source file skips its location
         raise Skip("unreadable_band", f"{rel}: {' '.join(str(e).split())[:200]}") from None
-
-
-def encode_group(pixels: np.ndarray, transform, bands: tuple[str, ...], resolution: int, *,
-                 nodata: int | None, tags: dict[str, str]) -> EncodedPatch:
-    """Lossless tiled GeoTIFF (zstd level 1, horizontal predictor) of ``pixels`` (bands, H, W) in
-    EPSG:4326 on ``transform``, in the pixels' own dtype (as :func:`seco_data.geotiff.encode` does on UTM)."""
-    import rasterio
-    from rasterio.io import MemoryFile
-
-    n, h, w = pixels.shape
-    profile = dict(driver="GTiff", dtype=pixels.dtype.name, count=n, height=h, width=w,
-                   crs=rasterio.CRS.from_epsg(4326), transform=transform, tiled=True, blockxsize=_block(w),
-                   blockysize=_block(h), interleave="band", compress="zstd", predictor=2, **_LEVEL["zstd"])
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with MemoryFile() as mem:
-        with mem.open(**profile) as dst:
-            dst.write(pixels)
-            for i, b in enumerate(bands, start=1):
-                dst.set_band_description(i, b)
-            dst.update_tags(**tags)
-        data = mem.read()
-    return EncodedPatch(resolution, tuple(bands), data, hashlib.sha256(data).hexdigest())
 
 
 def valid_fraction(groups: dict[int, np.ndarray]) -> float:
@@ -97,8 +73,8 @@ def convert_location(layout: Layout, location: int, folder: str, out: Path) -> i
             arrays[res], geo[res] = np.stack([a for a, _ in read]), t0
         tags = {"SCENE_ID": scene.scene_id, "DATETIME": scene.datetime.isoformat(),
                 "SOURCE": f"{layout.layout}:{folder}/{scene.folder.name}"}
-        files = [(res, encode_group(arrays[res], geo[res], groups[res], res, nodata=layout.nodata, tags=tags))
-                 for res in groups]
+        files = [(res, encode_raster(arrays[res], "EPSG:4326", geo[res], res, groups[res], nodata=layout.nodata,
+                                     tags=tags)) for res in groups]
         encoded.append((scene, files, {res: geo[res] for res in groups}, valid_fraction(arrays)))
     return _write_location(layout, location, folder, out, encoded)
 
