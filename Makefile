@@ -14,7 +14,7 @@ DEMO_RUN ?= runs/demo
 # a short CPU run: 64 px crops, batch 32, 40 steps (the paper's settings are the defaults of seco-train run)
 DEMO_TRAIN ?= --set steps=40 --set data.size=64 --set data.batch_size=32 --set model.queue_size=256 --set data.workers=2 --set log_every=5
 
-.PHONY: venv install demo test bench clean-demo
+.PHONY: venv install browser demo test bench clean-demo
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ venv: $(STAMP)
 # (re)point the editable install at this clone: cheap, and right after a fresh clone
 install: $(STAMP)
 	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+
+# headless Chromium + its driver for the viewer's browser tests (Debian packages; root or sudo)
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing chromium and chromium-driver (Debian) for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	fi
 
 demo: install
 	$(BIN)/seco-data sample --recipe demo --n $(DEMO_N) --out $(DEMO_OUT) --workers 2
@@ -45,7 +54,8 @@ demo: install
 	@echo "  training $(DEMO_RUN)/  (checkpoint.pt, metrics.csv, loss.png, tb/; backbone: $(DEMO_RUN)/backbone.pth)"
 	@echo "  eval     $(DEMO_RUN)/eval/eurosat-knn.json  (EuroSAT k-NN of the demo backbone; confusion matrices beside it)"
 
-test: install
+# browser-test screenshots land in tests/artifacts/ (kept, gitignored)
+test: install browser
 	SECO_SHARED=$(SHARED) $(BIN)/python -m pytest -q
 
 bench: install

@@ -192,3 +192,48 @@ def test_cli_names_the_missing_exclusion_list(example, tmp_path):
                                     "--out", str(tmp_path / "r.json")])
     assert res.exit_code != 0 and "Traceback" not in res.output
     assert "csv" in res.output and res.output.count("Error:") == 1
+
+
+@pytest.mark.parametrize("protocol, bands", [("linear", "all"), ("finetune", "rgb")])
+def test_protocols_on_real_patches_match_sklearn(example, tmp_path, protocol, bands):
+    """linear on all 12 bands with pre-training statistics (the ``stats`` stretch), finetune on RGB: on the
+    6 real patches, the recorded mAPs equal scikit-learn's on the protocol's own predictions."""
+    import rasterio
+    from sklearn.metrics import average_precision_score
+
+    from seco_train.evaluate import metrics, protocols
+    from seco_train.evaluate.protocols import DEFAULTS
+    from seco_train.model import build_backbone
+
+    names = sorted(p.name for p in example.iterdir() if p.is_dir())
+    stats = {b: {"mean": 0.05 + 0.01 * i, "std": 0.02 + 0.005 * i} for i, b in enumerate(ben.BAND_SETS["all"])}
+    kw = dict(bands=bands, size=64, exclude=(), stats=stats if bands == "all" else None)
+    train = ben.BigEarthNetBenchmark(example, "train", split_file=_names_file(tmp_path / "tr.csv", names[:4]), **kw)
+    test = ben.BigEarthNetBenchmark(example, "test", split_file=_names_file(tmp_path / "te.csv", names[4:]), **kw)
+    if bands == "all":  # the stats stretch: (DN * 1e-4 - mean) / std, band by band (B02: a 10 m band, native size)
+        folder = example / names[4]
+        with rasterio.open(folder / f"{names[4]}_B02.tif") as src:
+            dn = src.read(1).astype(np.float32)
+        got = ben.load_patch(folder, ben.BAND_SETS["all"], None, stats)[ben.BAND_SETS["all"].index("B02")]
+        want = (dn * 1e-4 - stats["B02"]["mean"]) / stats["B02"]["std"]
+        assert np.allclose(got.numpy(), want, atol=1e-5)
+    torch.manual_seed(0)
+    backbone, _ = build_backbone("resnet18", in_channels=train.in_channels)
+    cfg = DEFAULTS[protocol].__class__(**{**DEFAULTS[protocol].__dict__, "epochs": 2, "batch_size": 2,
+                                          "eval_batch_size": 4})
+    protocols.clear_feature_cache()
+    res = getattr(protocols, protocol)(backbone, train, {"test": test}, task="multilabel", num_classes=19, config=cfg)
+    targets, scores = res.predictions["test"]
+    assert targets.shape == (2, 19) and scores.shape == (2, 19) and np.isfinite(scores).all()
+    summary = metrics.summarise("multilabel", targets, scores, list(ben.LABELS_19))
+    assert summary["map_micro"] == pytest.approx(average_precision_score(targets.ravel(), scores.ravel()))
+    present = targets.sum(0) > 0
+    assert summary["map_macro"] == pytest.approx(
+        average_precision_score(targets[:, present], scores[:, present], average="macro"))
+    if protocol == "linear":
+        assert res.frozen_check["unchanged"]
+
+
+def _names_file(path: Path, names: list[str]) -> Path:
+    path.write_text("".join(f"{n}\n" for n in names))
+    return path

@@ -257,6 +257,17 @@ def test_cli_eval_and_report(eurosat, slice_splits, tmp_path):
     assert rep["config"]["epochs"] == 2 and len(rep["history"]) == 2 and rep["seconds"] > 0
     assert (tmp_path / rep["figures"]["test"]).stat().st_size > 1000
 
+    # finetune on the same real slice: the backbone trains (its final checksum differs from the frozen one)
+    ft_json = tmp_path / "finetune.json"
+    r = runner.invoke(main, [*args, "--protocol", "finetune", "--epochs", "1", "--batch-size", "20",
+                             "--out", str(ft_json)])
+    assert r.exit_code == 0, r.output
+    ft = json.loads(ft_json.read_text())
+    cm = np.array(ft["metrics"]["test"]["confusion_matrix"])
+    assert ft["protocol"] == "finetune" and ft["frozen_backbone"] is None and cm.sum() == 60
+    assert ft["metrics"]["test"]["top1"] == pytest.approx(np.trace(cm) / 60)
+    assert ft["backbone_sha256_final"] != rep["frozen_backbone"]["before"]
+
     r = runner.invoke(main, [*args, "--protocol", "knn", "--out", str(knn_json)])
     assert r.exit_code != 0 and "already exists" in r.output and "Traceback" not in r.output
     r = runner.invoke(main, [*args[:-2], "--split-file", f"test={tmp_path / 'missing.txt'}", "--protocol", "knn",
@@ -270,3 +281,39 @@ def test_cli_eval_and_report(eurosat, slice_splits, tmp_path):
     knn_top1 = json.loads(knn_json.read_text())["metrics"]["test"]["top1"]
     assert len(rows) == 2 and any(f"| knn | random | resnet18 | top1 (test) | {100 * knn_top1:.2f} |" in r for r in rows)
     assert markdown_table([("a", rep)]).count("\n") == 3
+
+
+def test_eurosat_all_bands_tif_layout_and_band_order(tmp_path):
+    """The 13-band release (generated files in its layout): B8A is the files' 13th band and comes back
+    9th; values are (DN * 1e-4 - mean) / std per band with the pre-training statistics."""
+    import rasterio
+
+    from seco_train.evaluate.eurosat import BANDS_ALL, TIF_BANDS, TIF_DIR
+
+    rng = np.random.default_rng(0)
+    names = []
+    for c in CLASSES[:2]:
+        folder = tmp_path / TIF_DIR / c
+        folder.mkdir(parents=True)
+        for n in (1, 2):
+            dn = (1000 * (np.arange(13) + 1)[:, None, None] + rng.integers(0, 50, (13, 64, 64))).astype(np.uint16)
+            with rasterio.open(folder / f"{c}_{n}.tif", "w", driver="GTiff", width=64, height=64, count=13,
+                               dtype="uint16", crs="EPSG:32631",
+                               transform=rasterio.Affine(10, 0, 500000, 0, -10, 5000000)) as dst:
+                dst.write(dn)
+            names.append((f"{c}/{c}_{n}.jpg", dn))  # split lists name the .jpg; the .tif is read
+    split = tmp_path / "train.txt"
+    split.write_text("".join(f"{n}\n" for n, _ in names))
+    stats = {"bands": {b: {"mean": 0.1 * i, "std": 0.5 + i} for i, b in enumerate(TIF_BANDS)}}
+    ds = EuroSAT(tmp_path, "train", bands="all", split_file=split, stats=stats)
+    assert len(ds) == 4 and ds.in_channels == 13 and list(ds.targets) == [0, 0, 1, 1]
+    x, y = ds[2]
+    dn = names[2][1]
+    for c, band in enumerate(BANDS_ALL):
+        s = stats["bands"][band]
+        want = (dn[TIF_BANDS.index(band)].astype(np.float32) * 1e-4 - s["mean"]) / s["std"]
+        np.testing.assert_allclose(x[c].numpy(), want, rtol=1e-5, atol=1e-5)
+    b8a = stats["bands"]["B8A"]  # the 13th band's DN (~13,000), not the 9th's (~9,000)
+    assert BANDS_ALL[8] == "B8A" and x[8].numpy().mean() == pytest.approx((1.3025 - b8a["mean"]) / b8a["std"], abs=1e-3)
+    with pytest.raises(DatasetNotFoundError, match="statistics"):
+        EuroSAT(tmp_path, "train", bands="all", split_file=split)

@@ -6,7 +6,8 @@ Layouts read (``root`` may be the extracted archive's folder or the class folder
   normalised by :func:`seco_train.evaluate.transforms.rgb8` (``x / 255``, ImageNet mean/std, as
   SeCo's EuroSAT evaluation; the JPEGs already are 8-bit renderings, so no SeCo quantile stretch);
 - 13 bands (``bands="all"``): ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif``
-  (``EuroSATallBands.zip``), uint16 L1C digital numbers B01-B12 with B8A, normalised by
+  (``EuroSATallBands.zip``), uint16 L1C digital numbers B01-B12 then B8A (the files' order; returned
+  in the canonical order :data:`BANDS_ALL`, B8A after B08), normalised by
   :func:`~seco_train.evaluate.transforms.reflectance` with the pre-training statistics (``stats``).
 
 Splits are files, ``splits/{train,val,test}.txt`` under ``root`` (or ``split_file``), one
@@ -27,14 +28,19 @@ from torch.utils.data import Dataset
 from seco_data.hashing import sha256_file
 
 from . import transforms
-from .errors import DatasetNotFoundError
+from .errors import DatasetFormatError, DatasetNotFoundError
 from .registry import Benchmark, register
 
 log = logging.getLogger(__name__)
 
 CLASSES = ("AnnualCrop", "Forest", "HerbaceousVegetation", "Highway", "Industrial", "Pasture",
            "PermanentCrop", "Residential", "River", "SeaLake")
+#: the 13 bands as the dataset returns them (canonical order, B8A after B08)
 BANDS_ALL = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+#: the band order INSIDE the released TIFs: B8A is the 13th band (phelber/EuroSAT#7; torchgeo fixed its
+#: reader in torchgeo#2480 after assuming the paper's order); reordered to BANDS_ALL on reading
+TIF_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B09", "B10", "B11", "B12", "B8A")
+_TIF_ORDER = [TIF_BANDS.index(b) for b in BANDS_ALL]
 URL_RGB = "https://madm.dfki.de/files/sentinel/EuroSAT.zip"
 URL_ALL = "https://madm.dfki.de/files/sentinel/EuroSATallBands.zip"
 RGB_DIR = "2750"
@@ -141,7 +147,11 @@ class EuroSAT(Dataset):
                 import rasterio
 
                 with rasterio.open(path) as src:
-                    x = transforms.reflectance(src.read(), BANDS_ALL, self.stats)
+                    dn = src.read()
+                if dn.shape[0] != len(TIF_BANDS):
+                    raise DatasetFormatError(f"{path}: {dn.shape[0]} bands, expected the {len(TIF_BANDS)} of "
+                                             f"EuroSATallBands")
+                x = transforms.reflectance(dn[_TIF_ORDER], BANDS_ALL, self.stats)
         except FileNotFoundError:
             raise DatasetNotFoundError(f"EuroSAT image {path} not found",
                                        hint=f"download and extract {self._url()} into {self.root}") from None
