@@ -40,6 +40,7 @@ browser:
 demo: install
 	$(BIN)/seco-data sample --recipe demo --n $(DEMO_N) --out $(DEMO_OUT) --workers 2
 	$(BIN)/seco-data catalog info $(DEMO_OUT)
+	$(BIN)/seco-data catalog html $(DEMO_OUT) --out $(DEMO_OUT)-site --overwrite
 	$(BIN)/seco-data export $(DEMO_OUT) --format webdataset --out $(DEMO_SHARDS) --maxcount 25
 	$(BIN)/seco-data verify $(DEMO_SHARDS)
 	$(BIN)/seco-train run $(DEMO_SHARDS) --out $(DEMO_RUN) --resume $(DEMO_TRAIN)
@@ -49,6 +50,7 @@ demo: install
 	@echo "demo done:"
 	@echo "  catalog  $(DEMO_OUT)/catalog.json  (STAC: collection.json, items in $(DEMO_OUT)/0000/)"
 	@echo "  index    $(DEMO_OUT)/items.parquet"
+	@echo "  browse   $(DEMO_OUT)-site/index.html  (static viewer), or: $(BIN)/seco-data catalog serve $(DEMO_OUT)"
 	@echo "  patches  $(DEMO_OUT)/0000/<location>/*.tif  (lossless GeoTIFF, UTM)"
 	@echo "  shards   $(DEMO_SHARDS)/seco-*.tar  (WebDataset; manifest and wids index: $(DEMO_SHARDS)/shards.json)"
 	@echo "  training $(DEMO_RUN)/  (checkpoint.pt, metrics.csv, loss.png, tb/; backbone: $(DEMO_RUN)/backbone.pth)"
@@ -64,4 +66,4 @@ bench: install
 	$(BIN)/python bench/bench_train.py
 
 clean-demo:
-	rm -rf $(DEMO_OUT) $(DEMO_SHARDS) $(DEMO_RUN)
+	rm -rf $(DEMO_OUT) $(DEMO_OUT)-site $(DEMO_SHARDS) $(DEMO_RUN)

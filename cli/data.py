@@ -99,7 +99,7 @@ def _summary(r) -> str:
 
 @main.group(cls=SecoGroup)
 def catalog():
-    """Inspect, validate and rebuild a collected STAC catalog."""
+    """Inspect, validate, rebuild and browse a collected STAC catalog (viewer, STAC API, thumbnails)."""
 
 
 @catalog.command("info")
@@ -176,6 +176,109 @@ def catalog_rebuild(root):
         raise CatalogError(f"no {LEDGER} in {root}", hint="point at the --out folder of seco-data sample")
     r = finalize(root)
     click.echo(f"catalog rebuilt: {r.accepted} locations, {r.patches} items in {root}")
+
+
+@catalog.command("html")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write the site to (must not exist, unless --overwrite).")
+@click.option("--overwrite", is_flag=True, help="Replace a site written here before.")
+def catalog_html(root, out, overwrite):
+    """Write the catalog viewer (map, location pages, summary) as a static site.
+
+    \b
+    seco-data catalog html data/demo --out site/
+    The pages link to the catalog's files by relative paths: keep the catalog where it is.
+    """
+    from seco_data.viewer import build_site
+
+    site = build_site(root, out, overwrite=overwrite)
+    click.echo(f"site written to {site}")
+    click.echo(f"open {(site / 'index.html').as_uri()}  (or serve {site} with any static web server)")
+
+
+@catalog.command("serve")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on. Anything but a loopback address exposes the catalog to the network.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
+              help="Port to listen on (0: any free port).")
+def catalog_serve(root, host, port):
+    """Serve ROOT read-only over HTTP: the viewer, the static STAC catalog and a STAC API.
+
+    Opens no browser; stop it with Ctrl-C.
+
+    \b
+    seco-data catalog serve data/demo
+    pystac-client / QGIS / STAC Browser: http://127.0.0.1:8765/api or /catalog.json
+    """
+    from seco_data.server import is_loopback, make_server
+
+    if not is_loopback(host):
+        click.echo(f"Warning: listening on {host}: anyone who can reach this machine can read the catalog",
+                   err=True)
+    server = make_server(root, host, port)
+    url = server.url
+    click.echo(f"serving {root} (read-only); press Ctrl-C to stop")
+    click.echo(f"  viewer     {url}/viewer/")
+    click.echo(f"  STAC       {url}/catalog.json")
+    click.echo(f"  STAC API   {url}/api")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped")
+    finally:
+        server.server_close()
+
+
+@catalog.command("thumbnails")
+@click.argument("root", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Redraw every thumbnail, not only the missing ones.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.pass_context
+def catalog_thumbnails(ctx, root, overwrite, workers, as_json):
+    """Add a true-colour PNG quicklook (asset `thumbnail`) to every item of ROOT, then refresh its
+    index. For catalogs sampled before thumbnails existed, or imported; rerun it to resume.
+
+    \b
+    seco-data catalog thumbnails data/demo
+    seco-data catalog thumbnails data/seco-100k --overwrite --workers 4
+    """
+    import json as _json
+
+    from tqdm import tqdm
+
+    from seco_data.errors import CatalogError
+    from seco_data.thumbnails import add_thumbnails
+
+    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    bars = []  # made on the first report, which brings the total (items.parquet's row count, if readable)
+
+    def progress(done, total):
+        if not bars:
+            bars.append(tqdm(total=total, unit="item", disable=quiet, dynamic_ncols=True, desc="thumbnails",
+                             mininterval=0.5, smoothing=0.1))
+        bars[0].update(done - bars[0].n)
+
+    try:
+        r = add_thumbnails(root, overwrite=overwrite, workers=workers, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    if as_json:
+        click.echo(_json.dumps(r.to_dict(), indent=2))
+    elif not quiet:
+        failed = ", ".join(f"{k} {v}" for k, v in sorted(r.failed.items())) or "none"
+        click.echo(f"thumbnails of {r.items} items in {r.seconds:.1f} s: written {r.written}, "
+                   f"already present {r.present}, failed {sum(r.failed.values())} ({failed})")
+        click.echo(f"index refreshed: {root / 'items.parquet'}, {root / 'collection.json'}")
+    for line in r.failures[:50]:
+        click.echo(f"FAIL {line}", err=True)
+    if not r.ok:
+        more = " (first 50 listed)" if len(r.failures) > 50 else ""
+        raise CatalogError(f"{len(r.failures)} of {r.items} thumbnails failed{more}",
+                           hint="fix or re-collect the files named above, then rerun to finish")
 
 
 @main.group(cls=SecoGroup)

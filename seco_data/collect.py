@@ -6,7 +6,7 @@ candidate is needed unless it fails, nothing is collected beyond n, and the resu
 first n candidates (in stream order) that pass every filter, whatever the number of workers and
 whatever order the results come back in.
 
-Crash safety: a worker writes only its own location's folder (GeoTIFFs and item JSON, each through
+Crash safety: a worker writes only its own location's folder (GeoTIFFs, PNG thumbnails and item JSON, each through
 a temporary name and ``os.replace``); this process alone writes the ledger, and marks a location
 accepted only after its worker has returned. A rerun deletes the folders of locations left pending
 and processes them again. Forked workers share the run's exclusive lock and die with their parent,
@@ -38,7 +38,8 @@ from .locations import Screen, make_sampler
 from .recipe import NOT_IDENTITY, Recipe, differences, recipe_from_dict
 from .select import Outcome, RetryPolicy, collect_location
 from .sources import Source, get_source
-from .stac import CatalogWriter, asset_name, item_id, location_dir
+from .stac import CatalogWriter, asset_name, item_id, location_dir, thumbnail_name
+from .thumbnails import ledger_entry, thumbnail_png
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +390,7 @@ def _run(recipe, out, ledger, source, workers, progress, retry) -> None:
 
 def _write_location(out: Path, source: Source, recipe: Recipe, o: Outcome, lon: float, lat: float,
                     origin: str) -> list[dict]:
-    """Write one accepted location's GeoTIFFs and items; return its ledger rows."""
+    """Write one accepted location's GeoTIFFs, thumbnails and items; return its ledger rows."""
     seasons = recipe.seasons.count
     folder = out / location_dir(o.index, seasons)
     folder.mkdir(parents=True, exist_ok=True)
@@ -401,6 +402,11 @@ def _write_location(out: Path, source: Source, recipe: Recipe, o: Outcome, lon: 
             name = asset_name(iid, e.resolution)
             write_atomic(folder / name, e.data)
             assets.append({"resolution": e.resolution, "href": name, "bands": list(e.bands), "sha256": e.sha256, "size": e.size})
+        finest = min(o.encoded[c.season], key=lambda e: e.resolution)
+        png = thumbnail_png(finest.data, scale=source.scale, bands=finest.bands)
+        thumb = thumbnail_name(iid)
+        write_atomic(folder / thumb, png)  # before the item JSON, like every file it points to
+        assets.append(ledger_entry(thumb, png))
         p = {
             "season": c.season,
             "item_id": iid,

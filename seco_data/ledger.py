@@ -153,6 +153,18 @@ class Ledger:
         )
         self.db.execute("UPDATE candidates SET status = 'accepted' WHERE idx = ?", (idx,))
 
+    def set_asset(self, item_id: str, entry: dict, *, key: str = "role") -> bool:
+        """Add ``entry`` to a collected patch's asset list, replacing one with the same ``entry[key]``
+        (e.g. a thumbnail written after collection); False if the ledger holds no such item."""
+        row = self.db.execute("SELECT assets FROM patches WHERE item_id = ?", (item_id,)).fetchone()
+        if row is None:
+            return False
+        old = json.loads(row[0])
+        new = [a for a in old if a.get(key) != entry.get(key)] + [entry]
+        if new != old:
+            self.db.execute("UPDATE patches SET assets = ? WHERE item_id = ?", (json.dumps(new), item_id))
+        return True
+
     def requeue(self, reason: str) -> int:
         """Put candidates rejected for ``reason`` back to pending (a transient cause, e.g. an outage)."""
         cur = self.db.execute(

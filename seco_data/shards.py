@@ -207,7 +207,7 @@ def _plan_sample(loc: Location, opts: ShardOptions, catalog: str) -> tuple[dict,
         "location": loc.location,
         "catalog": catalog,
         "centre": [round(loc.point[0], 7), round(loc.point[1], 7)],
-        "crs": first.assets[0].crs if first.assets else "",
+        "crs": next((a.crs for a in first.assets if a.bands), ""),  # a data asset's, not the thumbnail's
         "arrays": arrays,
         "seasons": [p.season for p in patches],
         "dates": [p.datetime for p in patches],

@@ -8,6 +8,7 @@ Layout (self-contained, relative links)::
     OUT/<shard:04d>/catalog.json             sub-catalog of at most 10,000 items
     OUT/<shard:04d>/<loc:07d>/<item>.json    one Item per patch (location x season)
     OUT/<shard:04d>/<loc:07d>/<item>_10m.tif one GeoTIFF per resolution group
+    OUT/<shard:04d>/<loc:07d>/<item>_thumb.png true-colour quicklook (asset ``thumbnail``)
 
 Items are plain JSON written as each location completes (pystac's ``normalize_hrefs`` + ``save`` is
 quadratic in items per parent); sub-catalogs, the collection and the parquet index are rebuilt from
@@ -60,6 +61,26 @@ def asset_name(item: str, resolution: int) -> str:
     return f"{item}_{resolution}m.tif"
 
 
+#: key, file name suffix and ledger role of the true-colour quicklook (see :mod:`seco_data.thumbnails`)
+THUMBNAIL = "thumbnail"
+
+
+def thumbnail_name(item: str) -> str:
+    return f"{item}_thumb.png"
+
+
+def thumbnail_asset(href: str, sha256: str, size: int) -> dict:
+    """The STAC asset of an item's PNG quicklook (``href`` relative to the item, like its data assets)."""
+    return {
+        "href": href,
+        "type": "image/png",
+        "title": "True-colour quicklook (B04, B03, B02)",
+        "roles": [THUMBNAIL],
+        "file:checksum": "1220" + sha256,
+        "file:size": size,
+    }
+
+
 def dump_json(path: Path, obj: dict) -> None:
     write_atomic(path, (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode())
 
@@ -78,6 +99,9 @@ def build_item(row: PatchRow, *, collection: str, source: dict, scale: float) ->
     left, bottom, right, top = row.grid.bounds
     assets = {}
     for a in row.assets:
+        if a.get("role") == THUMBNAIL:  # ledger entry {role, href, sha256, size}: not a raster
+            assets[THUMBNAIL] = thumbnail_asset("./" + a["href"], a["sha256"], a["size"])
+            continue
         res = a["resolution"]
         h, w = row.grid.shape(res)
         assets[f"data_{res}m"] = {
@@ -326,23 +350,38 @@ def write_parquet(items: Iterator[dict], path: Path, chunk: int = 5000) -> int:
     """Stream items into a stac-geoparquet file (atomically); return how many were written.
 
     Our items are homogeneous, so the Arrow schema inferred from the first chunk holds for all of
-    them and the rest streams through in chunks: memory stays bounded at any catalog size.
+    them and the rest streams through in chunks: memory stays bounded at any catalog size. The one
+    exception is the ``thumbnail`` asset, which items of catalogs made before thumbnails (or whose
+    thumbnail failed) lack: each chunk is converted together with a probe item that has one, and
+    the probe is dropped, so every chunk has the same schema; items without a thumbnail hold a null
+    there, which stac-geoparquet reads back as no asset and :class:`seco_data.items.CatalogIndex`
+    skips.
     """
+    import itertools
+
+    import pyarrow as pa
     from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
 
     count = 0
 
-    def counted():
+    def batches():
         nonlocal count
-        for it in items:
-            count += 1
-            yield it
+        it = iter(items)
+        while group := list(itertools.islice(it, chunk)):
+            count += len(group)
+            probe = {**group[-1], "assets": {**group[-1]["assets"], THUMBNAIL: _PROBE_THUMBNAIL}}
+            # one batch of group + probe ("FirstBatch": "FullFile" logs with a format bug at DEBUG level)
+            batch = parse_stac_items_to_arrow(group + [probe], chunk_size=len(group) + 1,
+                                              schema="FirstBatch").read_next_batch()
+            yield batch.slice(0, len(group))
 
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
-        reader = parse_stac_items_to_arrow(counted(), chunk_size=chunk, schema="FirstBatch")
-        to_parquet(reader, tmp, compression="zstd")
-        if count:
+        stream = batches()
+        first = next(stream, None)
+        if first is not None:
+            to_parquet(pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], stream)), tmp,
+                       compression="zstd")
             os.replace(tmp, path)
         elif path.exists():
             path.unlink()
@@ -350,3 +389,6 @@ def write_parquet(items: Iterator[dict], path: Path, chunk: int = 5000) -> int:
         if tmp.exists():
             tmp.unlink()
     return count
+
+
+_PROBE_THUMBNAIL = thumbnail_asset("./probe_thumb.png", "0" * 64, 0)

@@ -2,8 +2,8 @@
 
 Shards: every shard the manifest lists exists with its size and sha256, every sample decodes, its
 arrays have the shapes and dtypes its JSON announces, and counts match the manifest; shard files
-the manifest does not list are reported too. Catalog: every asset of every item exists with its
-``file:size`` and ``file:checksum``. Problems are collected (not raised one at a time) so a single
+the manifest does not list are reported too. Catalog: every asset of every item (GeoTIFFs and PNG
+thumbnails) exists with its ``file:size`` and ``file:checksum``. Problems are collected (not raised one at a time) so a single
 run names every file at fault.
 """
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("SECO_SHARED") or ROOT.parent / "shared")
+SHARED = Path(os.environ.get("SECO_SHARED") or ROOT.parent / "shared").resolve()
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def check_catalog(out: Path, n: int, seasons: int) -> list[dict]:
             assert "1220" + hashlib.sha256(data).hexdigest() == asset["file:checksum"], path
             referenced.add(path)
     on_disk = {p.resolve() for p in out.rglob("*") if p.is_file()}
-    data_files = {p for p in on_disk if p.suffix == ".tif"}
+    data_files = {p for p in on_disk if p.suffix in (".tif", ".png")}  # GeoTIFFs and thumbnails
     assert data_files == referenced, sorted(data_files ^ referenced)[:5]  # no orphans
     leftovers = [p for p in on_disk if ".tmp" in p.name]
     assert not leftovers, leftovers  # no partial writes

@@ -31,7 +31,7 @@ def test_scripted_run_is_a_valid_complete_catalog(tmp_path, scripted, schemas):
     assert c["seco:recipe"]["n"] == 12 and c["seco:recipe"]["bands"][0] == "B02"
     assert c["seco:stats"]["locations"] == 12 and c["seco:source"]["synthetic"] is True
     it = items[0]
-    assert set(it["assets"]) == {"data_10m", "data_20m", "data_60m"}
+    assert set(it["assets"]) == {"data_10m", "data_20m", "data_60m", "thumbnail"}
     assert it["assets"]["data_20m"]["proj:shape"] == [132, 132]
     info = catalog_info(out)
     assert info["locations"] == 12 and info["items"] == 48 and info["items_per_season"] == {str(s): 12 for s in range(4)}

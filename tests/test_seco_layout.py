@@ -30,7 +30,7 @@ def _catalog(root: Path) -> list[list[tuple]]:
         scenes = []
         for p in loc.patches:
             bands = {}
-            for a in p.assets:
+            for a in (a for a in p.assets if a.bands):  # the data assets, not the PNG thumbnail
                 assert a.scale == 1e-4 and a.dtype == "uint16"
                 px = a.read()
                 for k, b in enumerate(a.bands):

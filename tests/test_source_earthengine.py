@@ -78,7 +78,7 @@ def _check_pixels(out, server, n, seasons=2):
     for item in items:
         scene = item["properties"]["seco:scene_id"]
         folder = folders[f"{item['properties']['seco:location']:07d}"]
-        for asset in item["assets"].values():
+        for asset in (a for a in item["assets"].values() if "data" in a["roles"]):  # not the thumbnail
             res, _, left, _, _, top = asset["proj:transform"]
             with rasterio.open(folder / asset["href"]) as r:
                 data = r.read()

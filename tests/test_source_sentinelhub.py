@@ -67,7 +67,7 @@ def _check_pixels(out, server):
         k = round(server.k_of(dt.datetime.fromisoformat(when)))
         assert scene_id.startswith(server.scene_id(k)[:26])
         folder = next(out.glob(f"*/{loc:07d}"))
-        for a in json.loads(assets):
+        for a in (a for a in json.loads(assets) if "resolution" in a):  # GeoTIFFs, not the thumbnail
             with rasterio.open(folder / a["href"]) as ds:
                 res, arr = a["resolution"], ds.read()
                 x0, y0 = int(ds.transform.c), int(ds.transform.f)
