@@ -52,8 +52,9 @@ GAMMA = 1.3
 #: longest side of a thumbnail in pixels: a 264 px patch stays native, larger ones are averaged
 #: down by an integer factor (a 512 px patch to 256 px)
 MAX_SIDE = 320
-#: PNG deflate level (9 gains < 0.1 % over 6 on imagery, for 25 % more time)
-ZLEVEL = 6
+#: PNG deflate level: on a 264 px simulator patch, level 3 encodes in ~8 ms and level 6 in ~32 ms for
+#: 7 % fewer bytes (9: no further gain); collection writes one per item, so speed wins
+ZLEVEL = 3
 
 
 # -- one picture -----------------------------------------------------------------------------------
