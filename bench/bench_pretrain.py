@@ -19,6 +19,7 @@ script after an interruption continues where it stopped.
 Usage:
     python bench/bench_pretrain.py --work /tmp/pretrain --steps 1500
     python bench/bench_pretrain.py --work /tmp/pretrain --steps 1500 --only seco  # one mode
+    python bench/bench_pretrain.py --work /tmp/pretrain-s1 --steps 2000 --seed 1 --no-random  # another seed
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64, help="training crop size (px)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0, help="pre-training seed (views, init, data order)")
     ap.add_argument("--only", choices=MODES, action="append", help="modes to run (default: all)")
     ap.add_argument("--no-random", action="store_true", help="skip the random-init probe")
     a = ap.parse_args()
@@ -181,13 +183,13 @@ def main() -> None:
     modes = a.only or list(MODES)
     epochs = a.steps * a.batch / max(1, n_samples)
     print(f"pre-training: ResNet-18, {a.steps} steps x batch {a.batch} ({epochs:.0f} epochs), {a.size} px crops, "
-          f"queue {a.queue}, SGD lr {a.lr} step schedule (x0.1 at 60 % and 80 %), T 0.07, seed 0", flush=True)
+          f"queue {a.queue}, SGD lr {a.lr} step schedule (x0.1 at 60 % and 80 %), T 0.07, seed {a.seed}", flush=True)
     reports = []
     for mode in modes:
         out = a.work / "runs" / mode
         sets = [f"model.mode={mode}", f"steps={a.steps}", f"data.size={a.size}", f"data.batch_size={a.batch}",
                 f"model.queue_size={a.queue}", f"optim.lr={a.lr}", f"data.workers={a.workers}", "log_every=50",
-                "checkpoint_every=250", f"device={a.device}"]
+                "checkpoint_every=250", f"device={a.device}", f"seed={a.seed}"]
         cmd = [train, "run", shards, "--out", str(out), "--resume"]
         for s in sets:
             cmd += ["--set", s]
