@@ -176,6 +176,12 @@ def bench_server(root: Path) -> tuple[dict, object, str]:
     _, out["map_warm_s"] = get("/viewer/data/map.js")
     _, out["chunk_s"] = get("/viewer/data/loc/1.js")
     _, out["land_s"] = get("/viewer/data/land.png")
+    # the STAC API over the same index: first search (loads it), a bbox+datetime page, deep paging, ids
+    _, out["search_cold_s"] = get("/api/search?limit=10")
+    q = "/api/search?limit=100&bbox=0,0,40,40&datetime=2020-01-01T00:00:00Z/2021-12-31T23:59:59Z"
+    out["search_s"] = sorted(get(q)[1] for _ in range(5))[2]
+    out["search_deep_s"] = sorted(get(f"/api/search?limit=100&token={n}")[1] for n in (50_000, 80_000, 99_000))[1]
+    out["search_1000_s"] = get("/api/search?limit=1000")[1]
     return out, server, url + "/viewer/"
 
 
@@ -274,6 +280,9 @@ def main() -> None:
     print(f"GET data/map.js                {s['map_s'] * 1000:6.1f} ms  ({s['map_bytes'] / 1e6:.2f} MB); warm "
           f"{s['map_warm_s'] * 1000:.1f} ms")
     print(f"GET data/loc/1.js              {s['chunk_s'] * 1000:6.1f} ms;  data/land.png {s['land_s'] * 1000:.1f} ms")
+    print(f"GET /api/search, first (loads the index) {s['search_cold_s'] * 1000:6.1f} ms")
+    print(f"GET /api/search bbox+datetime, 100 items {s['search_s'] * 1000:6.1f} ms (median of 5); deep page "
+          f"(token 50k-99k) {s['search_deep_s'] * 1000:.1f} ms; limit=1000 {s['search_1000_s'] * 1000:.1f} ms")
     try:
         b = bench_browser(url, d["site"], a.runs)
     finally:
