@@ -49,7 +49,9 @@ def _build(path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _load() -> np.ndarray:
+def packed_bits() -> np.ndarray:
+    """The whole mask packed to bits (``np.packbits`` along columns; NROWS rows from lat -90 upwards,
+    NCOLS columns from lon -180), memory-mapped from the cache (built on first use)."""
     global _bits
     if _bits is None:
         with _lock:
@@ -63,7 +65,7 @@ def _load() -> np.ndarray:
 
 def is_land(lon, lat) -> np.ndarray:
     """Boolean array: True where (lon, lat) in degrees is land (1 km GLOBE mask)."""
-    bits = _load()
+    bits = packed_bits()
     lon = np.asarray(lon, dtype=np.float64)
     lat = np.asarray(lat, dtype=np.float64)
     row = np.clip(((lat + 90.0) * 120.0).astype(np.int64), 0, NROWS - 1)

@@ -27,6 +27,7 @@ from typing import Iterable, Iterator
 
 from . import __version__
 from .bands import BANDS
+from .errors import CatalogError
 from .geotiff import write_atomic
 from .ledger import Ledger, PatchRow
 
@@ -328,6 +329,26 @@ class _Aggregate:
         for k, (lo, hi) in sorted(self.ranges.items()):
             s[k] = {"minimum": lo, "maximum": hi}
         return s
+
+
+def location_items(folder: Path) -> list[dict]:
+    """The item JSONs of one location folder, by season, as ``items.parquet`` indexes them (unknown
+    ``platform`` / ``eo:cloud_cover`` as nulls, so those columns always exist). For catalogs indexed
+    from their files (imports, ``catalog thumbnails``) rather than from a ledger."""
+    items = []
+    for p in folder.glob("*.json"):
+        try:
+            items.append(json.loads(p.read_text("utf-8")))
+        except (OSError, ValueError) as e:
+            raise CatalogError(f"cannot read {p}: {e}", hint="restore or remove the item, then rerun") from None
+    if not all(isinstance(i.get("properties"), dict) and "seco:season" in i["properties"] for i in items):
+        raise CatalogError(f"an item in {folder} is not a seco item (no seco:season)",
+                           hint="restore or remove the item, then rerun")
+    items.sort(key=lambda i: i["properties"]["seco:season"])
+    for item in items:
+        item["properties"].setdefault("platform", None)
+        item["properties"].setdefault("eo:cloud_cover", None)
+    return items
 
 
 def rebase(item: dict, folder: str) -> dict:

@@ -40,7 +40,7 @@ import numpy as np
 
 from .errors import CatalogError, OutputError, UsageError
 from .geotiff import write_atomic
-from .stac import THUMBNAIL, dump_json, thumbnail_asset, thumbnail_name
+from .stac import THUMBNAIL, dump_json, location_items, thumbnail_asset, thumbnail_name
 
 log = logging.getLogger(__name__)
 
@@ -282,19 +282,7 @@ class _LedgerUpdate:
 def _items_in_order(root: Path) -> Iterator[dict]:
     """Item dicts from the JSON files, by location then season (the order of ``items.parquet``)."""
     for folder in _location_dirs(root):
-        items = []
-        for p in folder.glob("*.json"):
-            try:
-                items.append(json.loads(p.read_text("utf-8")))
-            except (OSError, ValueError) as e:
-                raise CatalogError(f"cannot read {p}: {e}", hint="restore or remove the item, then rerun") from None
-        if not all(isinstance(i.get("properties"), dict) and "seco:season" in i["properties"] for i in items):
-            raise CatalogError(f"an item in {folder} is not a seco item (no seco:season)",
-                               hint="restore or remove the item, then rerun")
-        for item in sorted(items, key=lambda i: i["properties"]["seco:season"]):
-            item["properties"].setdefault("platform", None)  # as the importer indexes them
-            item["properties"].setdefault("eo:cloud_cover", None)
-            yield item
+        yield from location_items(folder)
 
 
 def reindex_items(root: str | Path) -> dict:

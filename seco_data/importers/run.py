@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 from .. import __version__
 from ..errors import IncompleteError, OutputError, UsageError
 from ..lock import LOCK, lock_output
-from ..stac import CatalogWriter, dump_json, location_dir
+from ..stac import CatalogWriter, dump_json, location_dir, location_items
 from .convert import TMP, convert_location
 from .layouts import Layout, Skip, find_layout, list_locations
 
@@ -261,13 +261,7 @@ def _run(layout, out, todo, workers, progress, total, resumed, skips) -> list[in
 
 def _items(out: Path, layout: Layout, locations: list[int]) -> Iterator[dict]:
     for loc in locations:
-        folder = out / location_dir(loc, layout.seasons)
-        items = sorted((json.loads(p.read_text("utf-8")) for p in folder.glob("*.json")),
-                       key=lambda i: i["properties"]["seco:season"])
-        for item in items:  # unknown values as nulls in items.parquet, so its columns always exist
-            item["properties"].setdefault("platform", None)
-            item["properties"].setdefault("eo:cloud_cover", None)
-            yield item
+        yield from location_items(out / location_dir(loc, layout.seasons))
 
 
 def _finalize(out: Path, layout: Layout, locations: list[int], found: int, reasons: dict, limit: int | None) -> dict:

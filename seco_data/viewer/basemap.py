@@ -48,7 +48,7 @@ def land_fraction_grid(width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
     if nrows % height or ncols % width:
         raise ValueError(f"{width}x{height} does not divide the {ncols}x{nrows} land mask")
     fy, fx = nrows // height, ncols // width
-    bits = landmask._load()  # the packed, memory-mapped mask (shared page cache, no 930 MB unpack)
+    bits = landmask.packed_bits()  # the packed, memory-mapped mask (shared page cache, no 930 MB unpack)
     out = np.empty((height, width), np.float32)
     step = max(1, 64 // fy)  # output rows per strip: ~64 source rows (~2.7 MB unpacked) at a time
     for r0 in range(0, height, step):
