@@ -57,9 +57,9 @@ def _cpu() -> float:
 
 
 def run(workers: int, n: int, url: str, root: Path, latency: float) -> dict:
-    from seco_data.collect import sample
+    from seco_data.sample.run import sample
     from seco_data.recipe import load_recipe
-    from seco_data.select import RetryPolicy
+    from seco_data.sample.select import RetryPolicy
     from seco_data.sources.sentinelhub_client import clear_sessions
 
     clear_sessions()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 
 def bench_sample(n: int, workers: int, root: Path) -> dict:
-    from seco_data.collect import sample
+    from seco_data.sample.run import sample
     from seco_data.recipe import load_recipe
 
     out = root / f"sample-{workers}w"
@@ -40,11 +40,11 @@ def synthetic_ledger(out: Path, locations: int, seasons: int = 4):
     """A ledger as a real run leaves it, without pixels: what the catalog writer reads."""
     import json
 
-    from seco_data.collect import LEDGER
+    from seco_data.sample.run import LEDGER
     from seco_data.grid import PatchGrid
-    from seco_data.ledger import Ledger
+    from seco_data.sample.ledger import Ledger
     from seco_data.recipe import load_recipe
-    from seco_data.stac import asset_name, item_id
+    from seco_data.catalog.writer import asset_name, item_id
 
     recipe = load_recipe("demo", {"n": locations})
     out.mkdir(parents=True)
@@ -74,8 +74,8 @@ def synthetic_ledger(out: Path, locations: int, seasons: int = 4):
 
 
 def bench_catalog(items: int, root: Path) -> dict:
-    from seco_data.collect import finalize
-    from seco_data.stac import CatalogWriter
+    from seco_data.sample.run import finalize
+    from seco_data.catalog.writer import CatalogWriter
 
     out = root / f"catalog-{items}"
     shutil.rmtree(out, ignore_errors=True)

@@ -6,7 +6,7 @@
    writing 100,000 GeoTIFFs (the pages only link to them).
 2. Building the site data: reading the index (`CatalogData`), the map payload, and `build_site`
    (every file of the static site, all location chunks), with the sizes.
-3. Serving: `seco-data catalog serve`'s server (seco_data.server) over loopback; first (cold: reads
+3. Serving: `seco-data catalog serve`'s server (seco_data.serve.server) over loopback; first (cold: reads
    the index) and warm requests of the map page and its data.
 4. Headless Chromium: the map page loaded from the server until the points are drawn
    (`window.__secoReady`, milliseconds since navigation start, set by the page after drawing), the
@@ -34,7 +34,7 @@ import numpy as np
 
 def template_catalog(out: Path) -> Path:
     """A real 2-location demo catalog (the layout to copy)."""
-    from seco_data.collect import sample
+    from seco_data.sample.run import sample
     from seco_data.recipe import load_recipe
 
     if not (out / "items.parquet").exists():
@@ -50,7 +50,7 @@ def synthetic_catalog(template: Path, out: Path, n_items: int, seasons: int = 4,
     import pyarrow.parquet as pq
 
     from seco_data.landmask import is_land
-    from seco_data.stac import location_dir
+    from seco_data.catalog.writer import location_dir
 
     rng = np.random.default_rng(seed)
     t = pq.read_table(template / "items.parquet")
@@ -142,8 +142,8 @@ def timed(fn, *args, **kw):
 
 
 def bench_data(root: Path, work: Path) -> dict:
-    from seco_data.viewer import build_site
-    from seco_data.viewer.data import CatalogData
+    from seco_data.serve.viewer import build_site
+    from seco_data.serve.viewer.data import CatalogData
 
     data, t_read = timed(CatalogData, root)
     m, t_map = timed(data.map)
@@ -159,7 +159,7 @@ def bench_data(root: Path, work: Path) -> dict:
 
 
 def bench_server(root: Path) -> tuple[dict, object, str]:
-    from seco_data.server import start_server
+    from seco_data.serve.server import start_server
 
     server, url = start_server(root, port=0)
 
@@ -274,7 +274,7 @@ def main() -> None:
           f"{d['site_bytes'] / 1e6:.1f} MB, {d['chunks']} chunks")
 
     s, server, url = bench_server(root)
-    print("\n== server (seco_data.server over loopback) ==")
+    print("\n== server (seco_data.serve.server over loopback) ==")
     print(f"GET /viewer/                   {s['page_s'] * 1000:6.1f} ms  ({s['page_bytes']:,} B)")
     print(f"GET data/meta.js, cold         {s['meta_cold_s'] * 1000:6.1f} ms  (reads the index)")
     print(f"GET data/map.js                {s['map_s'] * 1000:6.1f} ms  ({s['map_bytes'] / 1e6:.2f} MB); warm "

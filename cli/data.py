@@ -39,7 +39,7 @@ def sample(ctx, out, workers, as_json, **opts):
     """
     import json as _json
 
-    from seco_data.collect import sample as run_sample
+    from seco_data.sample.run import sample as run_sample
     from seco_data.recipe import load_recipe
 
     recipe = load_recipe(opts.pop("recipe"), recipe_overrides(opts))
@@ -109,7 +109,7 @@ def catalog_info(root, as_json):
     """Counts, extent, dates, cloud and coverage histograms, rejections."""
     import json as _json
 
-    from seco_data.info import catalog_info as info
+    from seco_data.catalog.info import catalog_info as info
 
     d = info(root)
     if as_json:
@@ -154,7 +154,7 @@ def _render_info(d: dict) -> str:
 def catalog_validate(root, schemas):
     """Validate every catalog, collection and item against the STAC schemas, offline."""
     from seco_data.errors import CatalogError
-    from seco_data.validate import validate_catalog
+    from seco_data.catalog.validate import validate_catalog
 
     n, problems = validate_catalog(root, schemas)
     for p in problems[:50]:
@@ -169,7 +169,7 @@ def catalog_validate(root, schemas):
 @click.argument("root", type=click.Path(path_type=Path))
 def catalog_rebuild(root):
     """Rewrite the catalog tree and items.parquet of ROOT from its ledger."""
-    from seco_data.collect import LEDGER, finalize
+    from seco_data.sample.run import LEDGER, finalize
     from seco_data.errors import CatalogError
 
     if not (root / LEDGER).exists():
@@ -190,7 +190,7 @@ def catalog_html(root, out, overwrite):
     seco-data catalog html data/demo --out site/
     The pages link to the catalog's files by relative paths: keep the catalog where it is.
     """
-    from seco_data.viewer import build_site
+    from seco_data.serve.viewer import build_site
 
     site = build_site(root, out, overwrite=overwrite)
     click.echo(f"site written to {site}")
@@ -212,7 +212,7 @@ def catalog_serve(root, host, port):
     seco-data catalog serve data/demo
     pystac-client / QGIS / STAC Browser: http://127.0.0.1:8765/api or /catalog.json
     """
-    from seco_data.server import is_loopback, make_server
+    from seco_data.serve.server import is_loopback, make_server
 
     if not is_loopback(host):
         click.echo(f"Warning: listening on {host}: anyone who can reach this machine can read the catalog",
@@ -250,7 +250,7 @@ def catalog_thumbnails(ctx, root, overwrite, workers, as_json):
     from tqdm import tqdm
 
     from seco_data.errors import CatalogError
-    from seco_data.thumbnails import add_thumbnails
+    from seco_data.catalog.thumbnails import add_thumbnails
 
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     bars = []  # made on the first report, which brings the total (items.parquet's row count, if readable)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from seco_data.seco_layout import COMPRESSIONS
+from seco_data.export.seco_layout.export import COMPRESSIONS
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
           "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -76,8 +76,8 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
 
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     if fmt == "webdataset":
-        from seco_data.items import CatalogIndex
-        from seco_data.shards import ShardOptions, export_webdataset
+        from seco_data.catalog.index import CatalogIndex
+        from seco_data.export.webdataset.export import ShardOptions, export_webdataset
 
         options = ShardOptions(maxcount=maxcount, maxsize=maxsize, seed=seed, bands=_csv(bands), seasons=seasons,
                                resample_10m=resample_10m, prefix=prefix)
@@ -104,7 +104,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
         return
 
     from seco_data.errors import UsageError
-    from seco_data.seco_layout import export_seco_layout
+    from seco_data.export.seco_layout.export import export_seco_layout
 
     for flag, value in (("--seasons", seasons), ("--resample-10m", resample_10m)):
         if value:
@@ -138,7 +138,7 @@ def verify_cmd(ctx, path, workers, as_json):
     from tqdm import tqdm
 
     from seco_data.errors import VerifyError
-    from seco_data.verify import verify
+    from seco_data.catalog.verify import verify
 
     quiet = (ctx.obj or {}).get("verbosity", 0) < 0
     with tqdm(total=None, disable=quiet, dynamic_ncols=True, desc="verifying", mininterval=0.5) as bar:

@@ -26,7 +26,7 @@ def check(lon, lat, **opts):
     seco-data sources check --source earthengine --ee-project my-proj
     seco-data sources check --source stac --stac-url https://earth-search.aws.element84.com/v1
     """
-    from seco_data.check import check_source
+    from seco_data.sample.check import check_source
     from seco_data.recipe import load_recipe
 
     recipe = load_recipe(opts.pop("recipe"), recipe_overrides(opts))
@@ -52,7 +52,7 @@ def make_local_catalog(root, out, name):
     seco-data sources make-local-catalog "OSCD/Images" --out oscd-stac
     seco-data sample --source stac --stac-url oscd-stac/catalog.json --product L1C ...
     """
-    from seco_data.local_catalog import make_local_catalog as build
+    from seco_data.sources.local_catalog import make_local_catalog as build
 
     path = build(root, out, name=name)
     click.echo(f"catalog: {path}")

@@ -3,7 +3,7 @@
     python docs/make_screenshots.py [--n 300] [--catalog /tmp/seco-shots]
 
 Samples a demo catalog (the offline simulator; resumes if it exists), serves it with
-``seco_data.server.start_server`` and photographs the map, a location and the summary page.
+``seco_data.serve.server.start_server`` and photographs the map, a location and the summary page.
 Needs chromium and chromedriver (`make browser`) and selenium (the dev extra).
 """
 
@@ -29,9 +29,9 @@ def main() -> None:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    from seco_data.collect import sample
+    from seco_data.sample.run import sample
     from seco_data.recipe import load_recipe
-    from seco_data.server import start_server
+    from seco_data.serve.server import start_server
 
     if not (a.catalog / "collection.json").exists():
         sample(load_recipe("demo", {"n": a.n}), a.catalog, workers=2)

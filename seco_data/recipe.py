@@ -124,11 +124,11 @@ class Recipe:
 def builtin_recipes() -> dict[str, Path]:
     """Recipes shipped in ``catalogs/`` by name (``demo``, ``seco-1m`` ...).
 
-    An installed wheel carries them as ``seco_data/catalogs/``; a checkout or an editable install
+    An installed wheel carries them as ``seco_data/recipes/``; a checkout or an editable install
     has them in the repository's ``catalogs/`` beside ``seco_data/``.
     """
     here = Path(__file__).resolve().parent
-    for root in (here / "catalogs", here.parent / "catalogs"):
+    for root in (here / "recipes", here.parent / "catalogs"):
         if root.is_dir():
             return {p.stem: p for p in sorted(root.glob("*.yaml"))}
     return {}

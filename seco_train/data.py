@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from seco_data.errors import ShardError, UsageError
-from seco_data.reader import current_split, expand_urls, iter_shard
-from seco_data.shards import MANIFEST
+from seco_data.export.reader import current_split, expand_urls, iter_shard
+from seco_data.export.webdataset.export import MANIFEST
 
 from .views import SeasonImages, SkipSample, ViewConfig, check_sample, make_views
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from seco_data.bands import canonical
 from seco_data.errors import ShardError, UsageError
-from seco_data.reader import expand_urls, iter_shard
+from seco_data.export.reader import expand_urls, iter_shard
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ def _cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def demo_catalog(tmp_path_factory) -> Path:
     """A finished 5-location, 4-season catalog from the simulator (read-only: copy it to modify)."""
-    from seco_data.collect import sample
+    from seco_data.sample.run import sample
     from seco_data.recipe import load_recipe
 
     os.environ.setdefault("SECO_CACHE_DIR", str(Path.home() / ".cache" / "seco"))

@@ -103,7 +103,7 @@ def test_corrupt_ledger_and_invalid_catalog(runner, tmp_path, scripted, schemas)
 
 
 def test_internal_errors_are_one_line(runner, tmp_path, scripted, monkeypatch):
-    import seco_data.collect as collect
+    import seco_data.sample.run as collect
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")

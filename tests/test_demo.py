@@ -6,10 +6,10 @@ import numpy as np
 import rasterio
 
 from helpers import check_catalog, ledger_rows
-from seco_data.collect import sample
-from seco_data.info import catalog_info
+from seco_data.sample.run import sample
+from seco_data.catalog.info import catalog_info
 from seco_data.recipe import load_recipe
-from seco_data.validate import validate_catalog
+from seco_data.catalog.validate import validate_catalog
 
 
 def test_demo_catalog_is_deterministic_complete_and_valid(tmp_path, schemas):

@@ -5,7 +5,7 @@ import pytest
 import rasterio
 
 from fakes import ScriptedSource
-from seco_data.collect import sample
+from seco_data.sample.run import sample
 from seco_data.geotiff import encode
 from seco_data.grid import PatchGrid, to_utm, utm_epsg
 from seco_data.recipe import load_recipe

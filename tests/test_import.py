@@ -15,8 +15,8 @@ from released_layouts import make_seco_layout, make_ssl4eo_layout
 from seco_cli.data import main
 from seco_data.errors import OutputError, UsageError
 from seco_data.importers import import_dataset
-from seco_data.items import CatalogIndex
-from seco_data.validate import validate_catalog
+from seco_data.catalog.index import CatalogIndex
+from seco_data.catalog.validate import validate_catalog
 
 
 @pytest.fixture(scope="module")
@@ -240,8 +240,8 @@ def test_cli_import(seco_src, ssl4eo_root, tmp_path):
 
 def test_imported_seco_exports_to_shards_with_its_pixels(seco_src, tmp_path):
     """Released SeCo -> catalog -> shards: uint8 arrays equal to the band files, reflectance scale 1/255."""
-    from seco_data.reader import ShardReader, Split
-    from seco_data.shards import ShardOptions, export_webdataset
+    from seco_data.export.reader import ShardReader, Split
+    from seco_data.export.webdataset.export import ShardOptions, export_webdataset
 
     import_dataset("seco", seco_src, tmp_path / "cat")
     export_webdataset(tmp_path / "cat", tmp_path / "shards", options=ShardOptions(bands=("B4", "B11")))

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from helpers import check_catalog, ledger_rows
-from seco_data.collect import sample
+from seco_data.sample.run import sample
 from seco_data.errors import CatalogError
 from seco_data.grid import PatchGrid
-from seco_data.local_catalog import make_local_catalog
+from seco_data.sources.local_catalog import make_local_catalog
 from seco_data.recipe import load_recipe
-from seco_data.select import RetryPolicy
+from seco_data.sample.select import RetryPolicy
 from seco_data.sources.stac import StacSource
-from seco_data.validate import validate_catalog
+from seco_data.catalog.validate import validate_catalog
 
 CITIES = ("paris", "bercy", "beirut")
 #: dates.txt of each city (the imgs_1 file names of some cities carry another date: dates.txt wins)

@@ -9,7 +9,7 @@ from shapely.geometry import Polygon
 
 from seco_data.errors import RecipeError
 from seco_data.grid import PatchGrid, to_lonlat, to_utm, utm_epsg
-from seco_data.locations import AoiSampler, CitySampler, FootprintIndex, PointSampler, Screen, land_fraction
+from seco_data.sample.locations import AoiSampler, CitySampler, FootprintIndex, PointSampler, Screen, land_fraction
 from seco_data.recipe import Locations
 
 
@@ -91,7 +91,7 @@ def test_city_offsets_are_isotropic_in_km_at_high_latitude():
 def test_land_only_screen():
     screen = Screen(Locations(land_only=True, min_land_fraction=0.5), 2640)
     assert screen.check(CitySampler(0, top=1).draw(0)).reason in (None, "overlap", "not_land")
-    from seco_data.locations import Candidate
+    from seco_data.sample.locations import Candidate
     assert screen.check(Candidate(0, -30.0, 0.0)).reason == "not_land"  # mid Atlantic
     assert screen.check(Candidate(1, 2.35, 48.85)).reason is None  # Paris
     assert screen.check(Candidate(2, 0.0, 86.0)).reason == "outside_coverage"

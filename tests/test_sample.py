@@ -5,11 +5,11 @@ import pystac
 import pytest
 
 from helpers import check_catalog, ledger_rows
-from seco_data.collect import finalize, sample
+from seco_data.sample.run import finalize, sample
 from seco_data.errors import IncompleteError, LedgerError, OutputError, UsageError
-from seco_data.info import catalog_info
+from seco_data.catalog.info import catalog_info
 from seco_data.recipe import load_recipe
-from seco_data.validate import validate_catalog
+from seco_data.catalog.validate import validate_catalog
 
 
 def _recipe(source, **kw):

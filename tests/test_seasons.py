@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seco_data.recipe import load_recipe
-from seco_data.seasons import location_shift, windows
+from seco_data.sample.seasons import location_shift, windows
 
 
 @settings(max_examples=200, deadline=None)

@@ -13,8 +13,8 @@ import pytest
 import rasterio
 
 from seco_data.errors import CatalogError, OutputError, UsageError
-from seco_data.items import CatalogIndex
-from seco_data.seco_layout import export_seco_layout, meta_dir, partial_dir
+from seco_data.catalog.index import CatalogIndex
+from seco_data.export.seco_layout.export import export_seco_layout, meta_dir, partial_dir
 
 SECO = {"B01": "B1", "B02": "B2", "B03": "B3", "B04": "B4", "B05": "B5", "B06": "B6", "B07": "B7",
         "B08": "B8", "B8A": "B8A", "B09": "B9", "B11": "B11", "B12": "B12"}

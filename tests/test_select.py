@@ -8,8 +8,8 @@ import pytest
 from fakes import ScriptedSource
 from seco_data.grid import PatchGrid
 from seco_data.recipe import Filters, load_recipe
-from seco_data.seasons import Window
-from seco_data.select import RetryPolicy, choose, collect_location
+from seco_data.sample.seasons import Window
+from seco_data.sample.select import RetryPolicy, choose, collect_location
 from seco_data.sources.base import Masks, SceneRead, SceneRef, Source
 
 GRID = PatchGrid.around(2.35, 48.85)

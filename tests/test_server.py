@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from seco_data.server import Forbidden, is_loopback, make_server, parse_range, safe_segments, start_server
+from seco_data.serve.server import Forbidden, is_loopback, make_server, parse_range, safe_segments, start_server
 from seco_data.errors import CatalogError, UsageError
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
@@ -453,7 +453,7 @@ def test_viewer_route(demo_catalog, monkeypatch):
                      "app.js": (b"js", "text/javascript; charset=utf-8")}
             return pages.get(path)
 
-    monkeypatch.setitem(sys.modules, "seco_data.viewer", types.SimpleNamespace(Site=Site))
+    monkeypatch.setitem(sys.modules, "seco_data.serve.viewer", types.SimpleNamespace(Site=Site))
     server, url = start_server(demo_catalog)
     try:
         assert request(url, "/viewer/") [:3:2] == (200, b"<html>index</html>")

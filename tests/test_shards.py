@@ -19,9 +19,9 @@ from click.testing import CliRunner
 
 from seco_cli.data import main
 from seco_data.errors import OutputError, ShardError
-from seco_data.reader import ShardReader, Split, current_split, expand_urls, iter_shard, split_shards
-from seco_data.shards import ShardOptions, export_webdataset
-from seco_data.verify import verify
+from seco_data.export.reader import ShardReader, Split, current_split, expand_urls, iter_shard, split_shards
+from seco_data.export.webdataset.export import ShardOptions, export_webdataset
+from seco_data.catalog.verify import verify
 
 
 def _items(catalog: Path) -> dict[int, list[dict]]:

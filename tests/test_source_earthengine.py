@@ -13,11 +13,11 @@ import rasterio
 
 import ee
 from helpers import check_catalog, ledger_rows
-from seco_data.collect import MAX_CONSECUTIVE_ERRORS, sample
+from seco_data.sample.run import MAX_CONSECUTIVE_ERRORS, sample
 from seco_data.errors import CredentialsError, SourceError, SourceUnavailable
 from seco_data.grid import PatchGrid
 from seco_data.recipe import load_recipe
-from seco_data.select import RetryPolicy
+from seco_data.sample.select import RetryPolicy
 from seco_data.sources import get_source
 from seco_data.sources import earthengine_client as client
 from seco_data.sources import earthengine_images as images

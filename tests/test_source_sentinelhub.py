@@ -11,11 +11,11 @@ import pytest
 
 from helpers import check_catalog, ledger_rows
 from servers.sentinelhub import SentinelHubServer, dn, masks
-from seco_data.collect import sample
+from seco_data.sample.run import sample
 from seco_data.errors import CredentialsError, SourceError, SourceUnavailable
 from seco_data.grid import PatchGrid
 from seco_data.recipe import load_recipe
-from seco_data.select import RetryPolicy
+from seco_data.sample.select import RetryPolicy
 
 BANDS = ["B02", "B03", "B04", "B08", "B05", "B01"]
 GRID = PatchGrid.around(13.4, 52.5)  # Berlin, UTM 33N

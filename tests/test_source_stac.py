@@ -8,17 +8,17 @@ import sys
 import numpy as np
 import pytest
 
-import seco_data.collect as collect
+import seco_data.sample.run as collect
 from helpers import check_catalog, ledger_rows
-from seco_data.collect import sample
+from seco_data.sample.run import sample
 from seco_data.errors import CredentialsError, SourceError, SourceUnavailable
 from seco_data.grid import PatchGrid, to_lonlat
 from seco_data.recipe import load_recipe
-from seco_data.select import RetryPolicy
+from seco_data.sample.select import RetryPolicy
 from seco_data.sources import get_source, stac_read
 from seco_data.sources.stac import StacSource
 from seco_data.sources.stac_catalog import PlanetaryComputerSigner
-from seco_data.validate import validate_catalog
+from seco_data.catalog.validate import validate_catalog
 from servers.stac import (
     COLLECTION, EPSG, ORIGIN, SCENES, WGS84_COLLECTION, StacServer, band_pixels, make_scenes, scl_pixels,
     wgs84_value,

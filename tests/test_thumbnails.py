@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from rasterio.io import MemoryFile
 
 from seco_cli.data import main
-from seco_data.collect import finalize
+from seco_data.sample.run import finalize
 from seco_data.geotiff import encode_raster
-from seco_data.thumbnails import add_thumbnails, thumbnail_png
-from seco_data.verify import verify_catalog
+from seco_data.catalog.thumbnails import add_thumbnails, thumbnail_png
+from seco_data.catalog.verify import verify_catalog
 
 #: the documented stretch, restated here: reflectance 0 .. 0.3 to 0 .. 255 with gamma 1.3
 TOP, GAMMA = 0.3, 1.3
@@ -182,7 +182,7 @@ def stripped(demo_catalog, tmp_path):
 
 
 def test_cli_restores_thumbnails_idempotently(demo_catalog, stripped, schemas):
-    from seco_data.validate import validate_catalog
+    from seco_data.catalog.validate import validate_catalog
 
     want = _files(demo_catalog)
     r = CliRunner().invoke(main, ["catalog", "thumbnails", str(stripped)])
@@ -246,8 +246,8 @@ def test_cli_refuses_a_folder_that_is_no_catalog(tmp_path):
 def test_imported_8bit_catalog_gets_thumbnails(tmp_path, schemas):
     from released_layouts import make_seco_layout
     from seco_data.importers.run import import_dataset
-    from seco_data.items import CatalogIndex
-    from seco_data.validate import validate_catalog
+    from seco_data.catalog.index import CatalogIndex
+    from seco_data.catalog.validate import validate_catalog
 
     src = make_seco_layout(tmp_path / "src", 2, seed=4)
     out = tmp_path / "imported"
@@ -283,10 +283,10 @@ def test_real_oscd_city_thumbnail_has_texture_and_is_north_up(shared, tmp_path):
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
-    from seco_data.collect import sample
-    from seco_data.local_catalog import make_local_catalog
+    from seco_data.sample.run import sample
+    from seco_data.sources.local_catalog import make_local_catalog
     from seco_data.recipe import load_recipe
-    from seco_data.select import RetryPolicy
+    from seco_data.sample.select import RetryPolicy
 
     images = (shared / "data" / "oscd" / "Onera Satellite Change Detection dataset - Images").resolve()
     (tmp_path / "scenes").mkdir()
@@ -330,8 +330,8 @@ def test_real_oscd_city_thumbnail_has_texture_and_is_north_up(shared, tmp_path):
 
 def test_index_of_items_with_and_without_thumbnails_streams_in_chunks(demo_catalog, tmp_path):
     """A catalog sampled before thumbnails and resumed after (or with failed thumbnails) mixes both."""
-    from seco_data.items import CatalogIndex
-    from seco_data.stac import rebase, write_parquet
+    from seco_data.catalog.index import CatalogIndex
+    from seco_data.catalog.writer import rebase, write_parquet
 
     items = []
     for k, (path, item) in enumerate(_items(demo_catalog)):

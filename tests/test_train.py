@@ -27,9 +27,9 @@ TINY = {"data.size": 32, "data.batch_size": 4, "data.workers": 0, "model.queue_s
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """Shards of a 40-location simulator catalog (enough locations for the queue not to be all positives)."""
-    from seco_data.collect import sample
+    from seco_data.sample.run import sample
     from seco_data.recipe import load_recipe
-    from seco_data.shards import ShardOptions, export_webdataset
+    from seco_data.export.webdataset.export import ShardOptions, export_webdataset
 
     root = tmp_path_factory.mktemp("train")
     sample(load_recipe("demo", {"n": 40}), root / "cat", workers=2)

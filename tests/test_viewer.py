@@ -24,9 +24,9 @@ from click.testing import CliRunner
 
 from seco_cli.data import main
 from seco_data.errors import CatalogError, OutputError, UsageError
-from seco_data.viewer import Site, build_site
-from seco_data.viewer import basemap
-from seco_data.viewer.data import CatalogData
+from seco_data.serve.viewer import Site, build_site
+from seco_data.serve.viewer import basemap
+from seco_data.serve.viewer.data import CatalogData
 
 ARTIFACTS = Path(os.environ.get("SECO_ARTIFACTS") or Path(__file__).parent / "artifacts")
 WINDOW = (1400, 1000)
@@ -46,10 +46,10 @@ def _asset_keys(root: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def catalog(demo_catalog, tmp_path_factory) -> Path:
-    """The demo catalog with its thumbnails (made by seco_data.thumbnails where the sampler did not)."""
+    """The demo catalog with its thumbnails (made by seco_data.catalog.thumbnails where the sampler did not)."""
     root = _copy(demo_catalog, tmp_path_factory.mktemp("viewer") / "demo")
     if "thumbnail" not in _asset_keys(root):
-        from seco_data.thumbnails import add_thumbnails
+        from seco_data.catalog.thumbnails import add_thumbnails
 
         assert add_thumbnails(root).ok
     assert "thumbnail" in _asset_keys(root)
@@ -285,7 +285,7 @@ def browser(driver):
 @pytest.fixture(scope="module")
 def served(catalog):
     """``seco-data catalog serve``'s server over the catalog; yields the viewer's URL."""
-    from seco_data.server import start_server
+    from seco_data.serve.server import start_server
 
     server, url = start_server(catalog, port=0)
     yield url + "/viewer/"
@@ -555,7 +555,7 @@ def test_summary_page_shows_the_rejections(browser, served, catalog):
 def test_placeholders_without_thumbnails(browser, bare_catalog):
     from selenium.webdriver.common.by import By
 
-    from seco_data.server import start_server
+    from seco_data.serve.server import start_server
 
     server, url = start_server(bare_catalog, port=0)
     try:
@@ -573,7 +573,7 @@ def test_placeholders_without_thumbnails(browser, bare_catalog):
 def test_paged_list(browser, big_catalog):
     from selenium.webdriver.common.by import By
 
-    from seco_data.server import start_server
+    from seco_data.serve.server import start_server
 
     server, url = start_server(big_catalog, port=0)
     try:

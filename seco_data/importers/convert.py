@@ -11,7 +11,7 @@ import numpy as np
 from ..bands import BANDS, group_by_resolution
 from ..errors import OutputError
 from ..geotiff import encode_raster
-from ..stac import EXTENSIONS, GEOTIFF, STAC_VERSION, _iso, asset_name, dump_json, item_id, location_dir
+from ..catalog.writer import EXTENSIONS, GEOTIFF, STAC_VERSION, _iso, asset_name, dump_json, item_id, location_dir
 from .layouts import Layout, Scene, Skip, scene_of
 
 PATCH_M = 2640

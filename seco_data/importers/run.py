@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 from .. import __version__
 from ..errors import IncompleteError, OutputError, UsageError
 from ..lock import LOCK, lock_output
-from ..stac import CatalogWriter, dump_json, location_dir, location_items
+from ..catalog.writer import CatalogWriter, dump_json, location_dir, location_items
 from .convert import TMP, convert_location
 from .layouts import Layout, Skip, find_layout, list_locations
 

@@ -38,9 +38,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from .errors import CatalogError, OutputError, UsageError
-from .geotiff import write_atomic
-from .stac import THUMBNAIL, dump_json, location_items, thumbnail_asset, thumbnail_name
+from ..errors import CatalogError, OutputError, UsageError
+from ..geotiff import write_atomic
+from .writer import THUMBNAIL, dump_json, location_items, thumbnail_asset, thumbnail_name
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +254,7 @@ class _LedgerUpdate:
     that ``collect.finalize`` (and ``seco-data catalog rebuild``) index them."""
 
     def __init__(self, path: Path):
-        from .ledger import Ledger
+        from ..sample.ledger import Ledger
 
         self.ledger = Ledger(path, create=False)
         self.pending: list[tuple[str, dict]] = []
@@ -289,7 +289,7 @@ def reindex_items(root: str | Path) -> dict:
     """Rewrite ``items.parquet``, the sub-catalogs and the collection of a catalog without a ledger
     (``seco-data import``) from its item JSON files and its collection's recorded recipe, stats,
     providers and license; return the collection."""
-    from .stac import CatalogWriter
+    from .writer import CatalogWriter
 
     root = Path(root)
     try:
@@ -322,8 +322,8 @@ def add_thumbnails(root: str | Path, *, overwrite: bool = False, workers: int = 
     written atomically, and a rerun finishes what an interrupted run left. A failing item (unreadable
     JSON or GeoTIFF, missing file) is counted by reason and named in ``failures``; the others go on.
     """
-    from .collect import LEDGER, finalize
-    from .lock import lock_output
+    from ..sample.run import LEDGER, finalize
+    from ..lock import lock_output
 
     t0 = time.perf_counter()
     root = Path(root)

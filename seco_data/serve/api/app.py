@@ -31,7 +31,7 @@ from urllib.parse import parse_qs, quote, urlencode, urljoin
 
 import numpy as np
 
-from .errors import CatalogError
+from ...errors import CatalogError
 
 log = logging.getLogger(__name__)
 

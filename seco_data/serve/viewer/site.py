@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import CatalogError, OutputError, UsageError
+from ...errors import CatalogError, OutputError, UsageError
 from . import basemap
 from .data import CatalogData
 

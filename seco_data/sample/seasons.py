@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .recipe import Seasons
+from ..recipe import Seasons
 
 _STREAM = 0x5EA5
 

@@ -2,7 +2,7 @@
 
 Every exporter and checker goes through here, so a catalog made by ``seco-data sample`` and one made
 by ``seco-data import`` are read the same way. The index is ``items.parquet`` (rows ordered by
-location then season, hrefs relative to the catalog root, see :func:`seco_data.stac.rebase`),
+location then season, hrefs relative to the catalog root, see :func:`seco_data.catalog.writer.rebase`),
 streamed in batches: memory stays bounded at any catalog size.
 """
 
@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import CatalogError
+from ..errors import CatalogError
 
 _COLUMNS = [
     "id", "datetime", "platform", "eo:cloud_cover", "seco:location", "seco:season", "seco:scene_id",

@@ -44,10 +44,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import __version__
-from .bands import BANDS, canonical
-from .errors import OutputError, UsageError
-from .items import CatalogIndex, Location
+from ... import __version__
+from ...bands import BANDS, canonical
+from ...errors import OutputError, UsageError
+from ...catalog.index import CatalogIndex, Location
 
 log = logging.getLogger(__name__)
 

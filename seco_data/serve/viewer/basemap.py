@@ -15,7 +15,7 @@ import zlib
 
 import numpy as np
 
-from .. import landmask
+from ... import landmask
 
 log = logging.getLogger(__name__)
 

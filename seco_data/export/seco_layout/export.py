@@ -39,13 +39,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import __version__
-from .bands import ALIASES, BANDS, canonical
-from .errors import CatalogError, OutputError, UsageError
-from .geotiff import write_atomic
-from .hashing import sha256_file
-from .recipe import differences
-from .items import Asset, CatalogIndex, Location, Patch
+from ... import __version__
+from ...bands import ALIASES, BANDS, canonical
+from ...errors import CatalogError, OutputError, UsageError
+from ...geotiff import write_atomic
+from ...hashing import sha256_file
+from ...recipe import differences
+from ...catalog.index import Asset, CatalogIndex, Location, Patch
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def _write_tif(path: Path, pixels: np.ndarray, crs: str, transform: tuple, compr
     import rasterio
     from rasterio.transform import Affine
 
-    from .geotiff import _block
+    from ...geotiff import _block
 
     count, h, w = pixels.shape
     profile = dict(driver="GTiff", width=w, height=h, count=count, dtype=pixels.dtype.name)

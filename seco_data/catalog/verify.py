@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import CatalogError, ShardError
-from .hashing import sha256_file
-from .items import CatalogIndex
-from .reader import iter_shard
-from .shards import MANIFEST
+from ..errors import CatalogError, ShardError
+from ..hashing import sha256_file
+from .index import CatalogIndex
+from ..export.reader import iter_shard
+from ..export.webdataset.export import MANIFEST
 
 
 @dataclass

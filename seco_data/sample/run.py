@@ -30,16 +30,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import IncompleteError, LedgerError, OutputError, SecoError, SourceUnavailable, UsageError
-from .geotiff import write_atomic
+from ..errors import IncompleteError, LedgerError, OutputError, SecoError, SourceUnavailable, UsageError
+from ..geotiff import write_atomic
 from .ledger import Ledger, PatchRow
-from .lock import LOCK, lock_output
+from ..lock import LOCK, lock_output
 from .locations import Screen, make_sampler
-from .recipe import NOT_IDENTITY, Recipe, differences, recipe_from_dict
+from ..recipe import NOT_IDENTITY, Recipe, differences, recipe_from_dict
 from .select import Outcome, RetryPolicy, collect_location
-from .sources import Source, get_source
-from .stac import CatalogWriter, asset_name, item_id, location_dir, thumbnail_name
-from .thumbnails import ledger_entry, thumbnail_png
+from ..sources import Source, get_source
+from ..catalog.writer import CatalogWriter, asset_name, item_id, location_dir, thumbnail_name
+from ..catalog.thumbnails import ledger_entry, thumbnail_png
 
 log = logging.getLogger(__name__)
 

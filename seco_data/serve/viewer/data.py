@@ -5,7 +5,7 @@ Item JSONs are never parsed: the index is read column by column with pyarrow (a 
 index in about half a second, bench/bench_viewer.py). Three kinds of payload:
 
 ``meta``
-    collection, counts, summary statistics (:func:`seco_data.info.catalog_info`), asset keys, chunks;
+    collection, counts, summary statistics (:func:`seco_data.catalog.info.catalog_info`), asset keys, chunks;
 ``map``
     one entry per location (id, rounded lon/lat, origin) and, grouped by location in the same order,
     one entry per item (season, day, scene cloud, patch cloud, valid fraction, source) as columnar
@@ -24,13 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CatalogError
+from ...errors import CatalogError
 
 log = logging.getLogger(__name__)
 
 CHUNK = 128  # locations per detail file data/loc/<location // CHUNK>.js
 LEDGER = "ledger.sqlite"  # seco_data.collect.LEDGER (not imported: collect pulls in every source)
-THUMBNAIL = "thumbnail"  # the quicklook's asset key (seco_data.stac.THUMBNAIL)
+THUMBNAIL = "thumbnail"  # the quicklook's asset key (seco_data.catalog.writer.THUMBNAIL)
 
 _REQUIRED = ["id", "datetime", "seco:location", "seco:season"]
 _OPTIONAL = ["platform", "eo:cloud_cover", "seco:cloud_fraction", "seco:valid_fraction", "seco:point", "bbox",
@@ -150,7 +150,7 @@ class CatalogData:
     def __init__(self, root: str | Path):
         import pyarrow.parquet as pq
 
-        from ..info import catalog_info
+        from ...catalog.info import catalog_info
 
         self.root = Path(root)
         coll_path, parquet = self.root / "collection.json", self.root / "items.parquet"

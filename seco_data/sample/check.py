@@ -11,9 +11,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from .errors import SecoError, SourceError
-from .grid import PatchGrid
-from .recipe import Recipe
+from ..errors import SecoError, SourceError
+from ..grid import PatchGrid
+from ..recipe import Recipe
 from .seasons import windows
 
 
@@ -29,7 +29,7 @@ class Step:
 def check_source(recipe: Recipe, lon: float | None = None, lat: float | None = None) -> list[Step]:
     """Run the checks for ``recipe.source``; the location defaults to the recipe's first candidate."""
     from .locations import make_sampler
-    from .sources import get_source
+    from ..sources import get_source
 
     steps: list[Step] = []
     state: dict = {}

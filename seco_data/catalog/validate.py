@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urldefrag, urlsplit
 
-from .errors import CatalogError
+from ..errors import CatalogError
 
 CORE = {
     "Feature": "https://schemas.stacspec.org/v{v}/item-spec/json-schema/item.json",

@@ -13,9 +13,9 @@ import os
 import re
 from pathlib import Path
 
-from .bands import BANDS
-from .errors import CatalogError, UsageError
-from .geotiff import write_atomic
+from ..bands import BANDS
+from ..errors import CatalogError, UsageError
+from ..geotiff import write_atomic
 
 log = logging.getLogger(__name__)
 

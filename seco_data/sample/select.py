@@ -18,12 +18,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .errors import SourceUnavailable
-from .geotiff import EncodedPatch, encode
-from .grid import PatchGrid
-from .recipe import Filters, Recipe
+from ..errors import SourceUnavailable
+from ..geotiff import EncodedPatch, encode
+from ..grid import PatchGrid
+from ..recipe import Filters, Recipe
 from .seasons import Window, windows
-from .sources.base import SceneRef, Source
+from ..sources.base import SceneRef, Source
 
 log = logging.getLogger(__name__)
 

@@ -25,11 +25,11 @@ import posixpath
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from . import __version__
-from .bands import BANDS
-from .errors import CatalogError
-from .geotiff import write_atomic
-from .ledger import Ledger, PatchRow
+from .. import __version__
+from ..bands import BANDS
+from ..errors import CatalogError
+from ..geotiff import write_atomic
+from ..sample.ledger import Ledger, PatchRow
 
 STAC_VERSION = "1.1.0"
 EXTENSIONS = [
@@ -62,7 +62,7 @@ def asset_name(item: str, resolution: int) -> str:
     return f"{item}_{resolution}m.tif"
 
 
-#: key, file name suffix and ledger role of the true-colour quicklook (see :mod:`seco_data.thumbnails`)
+#: key, file name suffix and ledger role of the true-colour quicklook (see :mod:`seco_data.catalog.thumbnails`)
 THUMBNAIL = "thumbnail"
 
 
@@ -375,7 +375,7 @@ def write_parquet(items: Iterator[dict], path: Path, chunk: int = 5000) -> int:
     exception is the ``thumbnail`` asset, which items of catalogs made before thumbnails (or whose
     thumbnail failed) lack: each chunk is converted together with a probe item that has one, and
     the probe is dropped, so every chunk has the same schema; items without a thumbnail hold a null
-    there, which stac-geoparquet reads back as no asset and :class:`seco_data.items.CatalogIndex`
+    there, which stac-geoparquet reads back as no asset and :class:`seco_data.catalog.index.CatalogIndex`
     skips.
     """
     import itertools

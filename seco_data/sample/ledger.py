@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from .errors import LedgerError
-from .grid import PatchGrid
+from ..errors import LedgerError
+from ..grid import PatchGrid
 
 SCHEMA_VERSION = "1"
 

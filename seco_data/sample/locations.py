@@ -25,8 +25,8 @@ from typing import Iterator
 
 import numpy as np
 
-from .errors import RecipeError
-from .grid import MAX_LAT, MIN_LAT, PatchGrid
+from ..errors import RecipeError
+from ..grid import MAX_LAT, MIN_LAT, PatchGrid
 
 EARTH_KM_PER_DEG = 111.32
 _STREAM = 0x10CA
@@ -71,7 +71,7 @@ class CitySampler(Sampler):
 
     def __init__(self, seed: int, top: int = 10000, sigma_km: float = 50.0):
         super().__init__(seed)
-        from .gazetteer import load_cities
+        from ..gazetteer import load_cities
 
         self.cities = load_cities().top(top)
         self.sigma_km = sigma_km
@@ -233,7 +233,7 @@ def _overlap(a: PatchGrid, b: PatchGrid) -> bool:
         return abs(a.x0 - b.x0) < min(a.size_m, b.size_m) and abs(a.y0 - b.y0) < min(a.size_m, b.size_m)
     from shapely.geometry import Polygon
 
-    from .grid import to_utm
+    from ..grid import to_utm
 
     ring = b.footprint_lonlat(densify=4)
     xs, ys = to_utm(a.epsg, [p[0] for p in ring], [p[1] for p in ring])
@@ -277,8 +277,8 @@ class Screen:
 
 def land_fraction(grid: PatchGrid, n: int = 5) -> float:
     """Fraction of an n x n lattice of points in the footprint that is land (1 km mask)."""
-    from .grid import to_lonlat
-    from .landmask import is_land
+    from ..grid import to_lonlat
+    from ..landmask import is_land
 
     left, bottom, right, top = grid.bounds
     step = grid.size_m / n

@@ -3,8 +3,8 @@
 ``seco-data catalog serve ROOT`` runs :func:`make_server`. Routes::
 
     /                 302 -> /viewer/
-    /viewer/<path>    the viewer pages (seco_data.viewer.Site)
-    /api, /api/...    a minimal STAC API backed by items.parquet (seco_data.stac_api)
+    /viewer/<path>    the viewer pages (seco_data.serve.viewer.Site)
+    /api, /api/...    a minimal STAC API backed by items.parquet (seco_data.serve.api.app)
     /<path>           a file under ROOT: catalog.json, items, GeoTIFFs (Range requests), items.parquet
 
 Safety: binds 127.0.0.1 by default; only GET/HEAD/OPTIONS (and POST on /api/search); no path
@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
-from .errors import CatalogError, UsageError
+from ..errors import CatalogError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ class CatalogServer(ThreadingHTTPServer):
         """The STAC API over items.parquet, built once."""
         with self._api_lock:
             if self._api is None:
-                from .stac_api import StacApi
+                from .api.app import StacApi
 
                 self._api = StacApi(self.root)
             return self._api

@@ -30,7 +30,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import ShardError
+from ..errors import ShardError
 
 log = logging.getLogger(__name__)
 
