@@ -48,7 +48,7 @@ def raw_write(root: Path, total: int, file_size: int) -> float:
 
 
 def bench_export(catalog: Path, root: Path, workers: int, maxsize: int) -> dict:
-    from seco_data.export.webdataset.export import ShardOptions, export_webdataset
+    from seco_data.export.webdataset import ShardOptions, export_webdataset
 
     out = root / "shards"
     shutil.rmtree(out, ignore_errors=True)
@@ -140,7 +140,7 @@ def main() -> None:
         print(f"export / raw write: {rate / raw * 100:.0f} % (goal >= 70 %)")
 
         print("\n== reader, one process: our shards vs the SeCo per-band GeoTIFF layout ==")
-        from seco_data.export.seco_layout.export import export_seco_layout
+        from seco_data.export.seco_layout import export_seco_layout
 
         seco = root / "seco_layout"
         shutil.rmtree(seco, ignore_errors=True)

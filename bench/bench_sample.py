@@ -40,11 +40,11 @@ def synthetic_ledger(out: Path, locations: int, seasons: int = 4):
     """A ledger as a real run leaves it, without pixels: what the catalog writer reads."""
     import json
 
-    from seco_data.sample.run import LEDGER
+    from seco_data.catalog.layout import LEDGER
     from seco_data.grid import PatchGrid
     from seco_data.sample.ledger import Ledger
     from seco_data.recipe import load_recipe
-    from seco_data.catalog.writer import asset_name, item_id
+    from seco_data.catalog.layout import asset_name, item_id
 
     recipe = load_recipe("demo", {"n": locations})
     out.mkdir(parents=True)

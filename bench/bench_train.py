@@ -106,7 +106,7 @@ def main() -> None:
     if shards is None:
         from seco_data.sample.run import sample
         from seco_data.recipe import load_recipe
-        from seco_data.export.webdataset.export import ShardOptions, export_webdataset
+        from seco_data.export.webdataset import ShardOptions, export_webdataset
 
         tmp = Path(tempfile.mkdtemp(prefix="seco-bench-train-"))
         sample(load_recipe("demo", {"n": 60}), tmp / "cat", workers=os.cpu_count() or 1)

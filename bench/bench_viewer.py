@@ -50,7 +50,7 @@ def synthetic_catalog(template: Path, out: Path, n_items: int, seasons: int = 4,
     import pyarrow.parquet as pq
 
     from seco_data.landmask import is_land
-    from seco_data.catalog.writer import location_dir
+    from seco_data.catalog.layout import location_dir
 
     rng = np.random.default_rng(seed)
     t = pq.read_table(template / "items.parquet")

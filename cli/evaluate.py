@@ -7,14 +7,42 @@ from pathlib import Path
 
 import click
 
+from .base import quiet
+from .options import RegistryChoice, json_option, out_option, overwrite_option, workers_option
+from .progress import Bar
+
+
+def _benchmarks():
+    from seco_train.evaluate import benchmark_names
+
+    return benchmark_names()
+
+
+def _protocols():
+    from seco_train.evaluate.registry import PROTOCOLS
+
+    return list(PROTOCOLS)
+
+
+def _backbones():
+    from seco_train.config import BACKBONES
+
+    return list(BACKBONES)
+
+
+def _devices():
+    from seco_train.config import DEVICES
+
+    return list(DEVICES)
+
 
 @click.command("eval")
-@click.argument("benchmark")
+@click.argument("benchmark", type=RegistryChoice(_benchmarks))
 @click.option("--weights", required=True,
               help="A run folder (its checkpoint.pt), a weights file (exported backbone, official SeCo .ckpt, "
                    "torchvision/timm/torchgeo state dict) or 'random'.")
 @click.option("--root", type=click.Path(file_okay=False), help="The benchmark's data folder (default: the registry's).")
-@click.option("--protocol", type=click.Choice(["linear", "finetune", "knn"]),
+@click.option("--protocol", type=RegistryChoice(_protocols),
               help="Default: the benchmark's (EuroSAT: linear).")
 @click.option("--epochs", type=click.IntRange(min=0), help="Training epochs (default: the protocol's).")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Training batch (default: the protocol's).")
@@ -27,16 +55,16 @@ import click
 @click.option("--bands", type=click.Choice(["rgb", "all"]), help="EuroSAT: RGB JPEGs or the 13-band TIFs.")
 @click.option("--split-file", "split_file_pairs", multiple=True, metavar="SPLIT=FILE",
               help="Override a split list, e.g. --split-file train=my_train.txt.")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
-              help="Report JSON (default: <run folder>/eval/<benchmark>-<protocol>.json, else eval/...).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing report.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--backbone", type=click.Choice(["resnet18", "resnet50"]),
+@out_option(required=False, file=True,
+            help="Report JSON (default: <run folder>/eval/<benchmark>-<protocol>.json, else eval/...).")
+@overwrite_option("Replace an existing report.")
+@click.option("--device", type=RegistryChoice(_devices), default="auto", show_default=True)
+@click.option("--backbone", type=RegistryChoice(_backbones),
               help="Architecture (default: the run folder's config, else resnet18).")
-@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader workers.")
+@workers_option(default=0, minimum=0, help="DataLoader workers (0: in this process).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Keep frozen features here between runs.")
 @click.option("--eval-every-epoch", is_flag=True, help="finetune: evaluate every split after every epoch.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report's metrics as JSON.")
+@json_option("Print the report's metrics as JSON.")
 @click.pass_context
 def eval_cmd(ctx, benchmark, weights, root, protocol, epochs, batch_size, lr, k, train_frac, seed, size, bands,
              split_file_pairs, out, overwrite, device, backbone, workers, cache_dir, eval_every_epoch, as_json):
@@ -47,9 +75,8 @@ def eval_cmd(ctx, benchmark, weights, root, protocol, epochs, batch_size, lr, k,
     seco-train eval eurosat --weights random --protocol knn
     seco-train eval eurosat --weights seco_r18_backbone.pth --protocol finetune --epochs 30
     """
-    from tqdm import tqdm
 
-    from seco_data.errors import UsageError
+    from seco_data.errors import OutputError, UsageError
     from seco_train.evaluate import EvalConfig, default_output, evaluate, get, write_report
 
     pairs = []
@@ -66,32 +93,15 @@ def eval_cmd(ctx, benchmark, weights, root, protocol, epochs, batch_size, lr, k,
     chosen = protocol or bench.default_protocol
     out = out or default_output(cfg, chosen)
     if out.exists() and not overwrite:
-        raise UsageError(f"{out} already exists", hint="pass --overwrite or choose another --out")
-    quiet = (ctx.find_root().obj or {}).get("verbosity", 0) < 0
-    bars: dict[str, tqdm] = {}
-
-    def progress(stage, done, total, info):
-        bar = bars.get(stage)
-        if bar is None or bar.total != total or done < bar.n:
-            if bar is not None:
-                bar.close()
-            bar = bars[stage] = tqdm(total=total, desc=stage, disable=quiet, dynamic_ncols=True, leave=False,
-                                     mininterval=0.5)
-        bar.update(done - bar.n)
-        if info:
-            bar.set_postfix({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in info.items()}, refresh=False)
-
-    try:
-        report = evaluate(cfg, progress=progress)
-    finally:
-        for bar in bars.values():
-            bar.close()
+        raise OutputError(f"{out} already exists", hint="pass --overwrite or choose another --out")
+    with Bar(benchmark, quiet=quiet(ctx), leave=False) as bar:
+        report = evaluate(cfg, progress=bar)
     write_report(report, out, overwrite=overwrite)
     metric = report["metric"]
     if as_json:
         click.echo(json.dumps({s: {k: v for k, v in m.items() if k != "confusion_matrix"}
                                for s, m in report["metrics"].items()}, indent=1))
-    elif not quiet:
+    elif not quiet(ctx):
         parts = [f"{s} {metric} {100 * m[metric]:.2f} %" for s, m in report["metrics"].items() if metric in m]
         click.echo(f"{report['benchmark']} {report['protocol']} ({report['weights']['source']}): "
                    f"{', '.join(parts)} in {report['seconds']:.1f} s")
@@ -102,8 +112,8 @@ def eval_cmd(ctx, benchmark, weights, root, protocol, epochs, batch_size, lr, k,
 
 @click.command("report")
 @click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Markdown file.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out.")
+@out_option(file=True, help="Markdown file.")
+@overwrite_option("Replace an existing --out.")
 def report_cmd(reports, out, overwrite):
     """A markdown table comparing the evaluation REPORTS (JSON files of `seco-train eval`).
 

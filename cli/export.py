@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import click
 
-from seco_data.export.seco_layout.export import COMPRESSIONS
+from .base import quiet
+from .options import RegistryChoice, json_option, out_option, overwrite_option, refuse_inapplicable, workers_option
+from .progress import Bar
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
           "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
@@ -40,16 +41,32 @@ def _seasons(ctx, param, value):
         raise click.BadParameter("a comma-separated list of season indices, e.g. 0,1,2") from None
 
 
+def _formats():
+    from seco_data.export import FORMATS
+
+    return list(FORMATS)
+
+
+def _layout_compressions():
+    from seco_data.export.seco_layout import COMPRESSIONS
+
+    return list(COMPRESSIONS)
+
+
+def _bits():
+    from seco_data.export.seco_layout import BITS
+
+    return [str(b) for b in BITS]
+
+
 @click.command("export")
 @click.argument("catalog", type=click.Path(path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["webdataset", "seco"]), default="webdataset", show_default=True,
+@click.option("--format", "fmt", type=RegistryChoice(_formats), default="webdataset", show_default=True,
               help="webdataset: tar shards for streaming; seco: the SeCo folder layout (torchgeo, SeCo code).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Output folder. Rerunning the same command on it resumes.")
+@out_option(help="Output folder. Rerunning the same command on it resumes.")
 @click.option("--bands", help="Comma-separated bands to keep, e.g. B02,B03,B04 (default: all).")
-@click.option("--workers", type=click.IntRange(min=1), default=(os.cpu_count() or 1) + 1, show_default=True,
-              help="Parallel writers (default: cores + 1, to keep the cores busy while a shard is fsync'd).")
-@click.option("--overwrite", is_flag=True, help="Replace an earlier export in --out made with other settings.")
+@workers_option(help="Parallel writers [default: cores + 1, to keep the cores busy while a shard is fsync'd].")
+@overwrite_option("Replace an earlier export in --out made with other settings.")
 @click.option("--maxcount", type=click.IntRange(min=1), default=10_000, show_default=True,
               help="[webdataset] Most samples per shard.")
 @click.option("--maxsize", type=Size(), default="1GB", show_default=True, help="[webdataset] Most bytes per shard.")
@@ -57,12 +74,12 @@ def _seasons(ctx, param, value):
 @click.option("--seasons", callback=_seasons, help="[webdataset] Season indices to keep, e.g. 0,1,2 (default: all).")
 @click.option("--resample-10m", is_flag=True, help="[webdataset] One 10 m array with every band (nearest).")
 @click.option("--prefix", default="seco", show_default=True, help="[webdataset] Shard file name prefix.")
-@click.option("--bits", type=click.Choice(["8", "16"]), default="8", show_default=True,
+@click.option("--bits", type=RegistryChoice(_bits), default="8", show_default=True,
               help="[seco] 8-bit as the SeCo release (reflectance x 255) or 16-bit DN.")
-@click.option("--compress", type=click.Choice(COMPRESSIONS), default="deflate",
+@click.option("--compress", type=RegistryChoice(_layout_compressions), default="deflate",
               show_default=True, help="[seco] GeoTIFF compression (jpeg: 8-bit, lossy, as the SeCo release).")
 @click.option("--preview", is_flag=True, help="[seco] Also write SeCo-100K's RGB preview per scene.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@json_option()
 @click.pass_context
 def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxsize, seed, seasons, resample_10m,
                prefix, bits, compress, preview, as_json):
@@ -72,30 +89,25 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
     seco-data export data/demo --format webdataset --out shards/ --maxsize 1GB
     seco-data export data/demo --format seco --out seco_layout/seasonal_contrast_100k
     """
-    from tqdm import tqdm
+    from seco_data.export import FORMATS
 
-    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
+    per_format = {}
+    for name, options in FORMATS.items():
+        for o in options:
+            per_format.setdefault(o, []).append(name)
+    refuse_inapplicable(ctx, per_format, fmt, "--format")
     if fmt == "webdataset":
-        from seco_data.catalog.index import CatalogIndex
-        from seco_data.export.webdataset.export import ShardOptions, export_webdataset
+        from seco_data.export.webdataset import ShardOptions, export_webdataset
 
         options = ShardOptions(maxcount=maxcount, maxsize=maxsize, seed=seed, bands=_csv(bands), seasons=seasons,
                                resample_10m=resample_10m, prefix=prefix)
-        index = CatalogIndex(catalog)
-        total = index.n_items
-        with tqdm(total=index.n_locations, unit="sample", disable=quiet, dynamic_ncols=True, desc="exporting",
-                  mininterval=0.5) as bar:
-            def progress(samples, shards):
-                bar.update(samples - bar.n)
-                bar.set_postfix(shards=shards, refresh=False)
-
-            r = export_webdataset(catalog, out, options=options, workers=workers, overwrite=overwrite,
-                                  progress=progress)
+        with Bar("exporting", quiet=quiet(ctx), shown=("shards",)) as bar:
+            r = export_webdataset(catalog, out, options=options, workers=workers, overwrite=overwrite, progress=bar)
         if as_json:
             click.echo(json.dumps(r.to_dict(), indent=2))
-        elif not quiet:
+        elif not quiet(ctx):
             skipped = ", ".join(f"{k} {v}" for k, v in sorted(r.skipped.items())) or "none"
-            click.echo(f"exported {r.samples} samples ({total} items) into {r.shards} shards, "
+            click.echo(f"exported {r.samples} samples into {r.shards} shards, "
                        f"{r.bytes / 1e9:.2f} GB in {r.seconds:.1f} s ({r.bytes / 1e6 / max(r.seconds, 1e-9):.0f} MB/s)"
                        + (f"; {r.reused_shards} shards kept from an earlier run" if r.reused_shards else ""))
             click.echo(f"locations skipped: {skipped}")
@@ -103,18 +115,14 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
             click.echo(f"next: seco-data verify {out}")
         return
 
-    from seco_data.errors import UsageError
-    from seco_data.export.seco_layout.export import export_seco_layout
+    from seco_data.export.seco_layout import export_seco_layout
 
-    for flag, value in (("--seasons", seasons), ("--resample-10m", resample_10m)):
-        if value:
-            raise UsageError(f"{flag} applies to --format webdataset only")
-    with tqdm(total=None, unit="loc", disable=quiet, dynamic_ncols=True, desc="exporting", mininterval=0.5) as bar:
+    with Bar("exporting", quiet=quiet(ctx)) as bar:
         r = export_seco_layout(catalog, out, bits=int(bits), bands=_csv(bands), compress=compress, preview=preview,
-                               workers=workers, overwrite=overwrite, progress=lambda n: bar.update(n - bar.n))
+                               workers=workers, overwrite=overwrite, progress=bar)
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
-    elif not quiet:
+    elif not quiet(ctx):
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(r.skipped.items())) or "none"
         click.echo(f"exported {r.locations} locations, {r.scenes} scenes, {r.files} files "
                    f"({r.bytes / 1e6:.1f} MB) to {out} in {r.seconds:.1f} s; skipped: {skipped}")
@@ -124,8 +132,8 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
 
 @click.command("verify")
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True, help="Parallel checkers.")
-@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@workers_option(help="Parallel checkers [default: cores].")
+@json_option("Print the report as JSON.")
 @click.pass_context
 def verify_cmd(ctx, path, workers, as_json):
     """Check a shard folder (counts, checksums, every sample decodes) or a catalog (every asset
@@ -135,18 +143,11 @@ def verify_cmd(ctx, path, workers, as_json):
     seco-data verify shards/
     seco-data verify data/demo
     """
-    from tqdm import tqdm
-
     from seco_data.errors import VerifyError
-    from seco_data.catalog.verify import verify
+    from seco_data.export.verify import verify
 
-    quiet = (ctx.obj or {}).get("verbosity", 0) < 0
-    with tqdm(total=None, disable=quiet, dynamic_ncols=True, desc="verifying", mininterval=0.5) as bar:
-        def progress(done, total):
-            bar.total = total
-            bar.update(done - bar.n)
-
-        r = verify(path, workers=workers, progress=progress)
+    with Bar("verifying", quiet=quiet(ctx), shown=("problems",)) as bar:
+        r = verify(path, workers=workers, progress=bar)
     if as_json:
         click.echo(json.dumps(r.to_dict(), indent=2))
     what = "shards" if r.kind == "shards" else "assets"
@@ -157,5 +158,5 @@ def verify_cmd(ctx, path, workers, as_json):
         more = " (first 100 listed)" if len(r.problems) > 100 else ""
         raise VerifyError(f"{len(r.problems)} problems in {r.checked} {what} of {r.root}{more}",
                           hint="re-export the shards, or re-collect the locations at fault (`seco-data sample` resumes)")
-    if not as_json and not quiet:
+    if not as_json and not quiet(ctx):
         click.echo(f"OK: {r.checked} {what}, {r.samples} {unit}, {r.bytes / 1e6:.1f} MB verified in {r.root}")

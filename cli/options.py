@@ -1,10 +1,74 @@
-"""Options shared by commands; choices come from the library, never a second hand-typed list."""
+"""Options shared by commands, each defined once; every choice comes from the library's registries."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Callable, Iterable
+
 import click
 
-from seco_data.sources import KNOWN_SOURCES
+
+class RegistryChoice(click.Choice):
+    """A choice among a library registry's names, read when the option is parsed (so a registry
+    extended at run time, e.g. a source registered by a plugin, is honoured)."""
+
+    def __init__(self, names: Callable[[], Iterable[str]], case_sensitive: bool = True):
+        self._names = names
+        super().__init__([], case_sensitive)
+
+    @property
+    def choices(self):  # type: ignore[override]
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value):
+        pass
+
+
+def _sources():
+    from seco_data.sources import SOURCES
+
+    return sorted(SOURCES)
+
+
+def _samplers():
+    from seco_data.sample.locations import SAMPLERS
+
+    return list(SAMPLERS)
+
+
+def _products():
+    from seco_data.bands import PRODUCT_BANDS
+
+    return list(PRODUCT_BANDS)
+
+
+def _compressions():
+    from seco_data.geotiff import COMPRESSIONS
+
+    return list(COMPRESSIONS)
+
+
+def workers_option(*, default: int | None = None, minimum: int = 1, help: str | None = None):
+    """``--workers N``: parallel workers (None: the command's own default, e.g. the core count)."""
+    shown = "the command's default" if default is None else None
+    return click.option("--workers", type=click.IntRange(min=minimum), default=default,
+                        show_default=shown or True,
+                        help=help or "Parallel workers (capped at a few per core, and at the number of tasks).")
+
+
+def overwrite_option(help: str = "Replace an earlier output made with other settings (only ever seco's own files)."):
+    return click.option("--overwrite", is_flag=True, help=help)
+
+
+def json_option(help: str = "Print the summary as JSON."):
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def out_option(*, required: bool = True, file: bool = False, help: str):
+    kind = click.Path(dir_okay=not file, file_okay=file, path_type=Path)
+    return click.option("--out", "out", type=kind, required=required, default=None, help=help)
+
 
 #: flag name -> dotted recipe key
 FLAG_KEYS = {
@@ -26,24 +90,22 @@ FLAG_KEYS = {
 
 
 def recipe_options(f):
-    from seco_data.geotiff import COMPRESSIONS
-
     opts = [
         click.option("--recipe", default="demo", show_default=True,
                      help="Built-in recipe name (see `seco-data recipe list`) or a YAML file."),
-        click.option("--n", type=int, help="Number of locations (each with every season)."),
-        click.option("--seed", type=int, help="Seed of every random draw."),
-        click.option("--source", help=f"Imagery source: {', '.join(KNOWN_SOURCES)} (checked by the recipe)."),
-        click.option("--product", type=click.Choice(["L1C", "L2A"]), help="Processing level."),
+        click.option("--n", type=click.IntRange(min=1), help="Number of locations (each with every season)."),
+        click.option("--seed", type=click.IntRange(min=0), help="Seed of every random draw."),
+        click.option("--source", type=RegistryChoice(_sources), help="Imagery source."),
+        click.option("--product", type=RegistryChoice(_products), help="Processing level."),
         click.option("--bands", help="Comma-separated bands, e.g. B02,B03,B04,B08."),
         click.option("--scene-cloud-max", type=float, help="Scene cloud limit, percent."),
         click.option("--patch-cloud-max", type=float, help="Patch cloud+shadow fraction limit, 0-1."),
         click.option("--coverage-min", type=float, help="Minimum valid-pixel fraction, 0-1."),
         click.option("--window-days", type=float, help="Width of each season window, days."),
-        click.option("--sampler", type=click.Choice(["cities", "aoi", "points"]), help="Location sampler."),
+        click.option("--sampler", type=RegistryChoice(_samplers), help="Location sampler."),
         click.option("--locations", "locations_path", type=click.Path(dir_okay=False),
                      help="GeoJSON (aoi) or CSV of lon,lat (points) for the sampler."),
-        click.option("--compress", type=click.Choice(COMPRESSIONS), help="GeoTIFF codec (lossless)."),
+        click.option("--compress", type=RegistryChoice(_compressions), help="GeoTIFF codec (lossless)."),
         click.option("--ee-project", help="Earth Engine: Google Cloud project (source_options.project)."),
         click.option("--stac-url", help="STAC: API URL, or a static catalog.json path or URL (source_options.url)."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -67,3 +129,30 @@ def recipe_overrides(opts: dict) -> dict:
         k, v = parse_override(text)
         overrides[k] = v
     return overrides
+
+
+def load_recipe_from(opts: dict):
+    """The recipe the recipe options describe (popped from ``opts``)."""
+    from seco_data.recipe import load_recipe
+
+    return load_recipe(opts.pop("recipe"), recipe_overrides(opts))
+
+
+def given(ctx: click.Context, name: str) -> bool:
+    """Whether the user passed option ``name`` (rather than leaving its default)."""
+    src = ctx.get_parameter_source(name)
+    return src is not None and src not in (click.core.ParameterSource.DEFAULT,
+                                           click.core.ParameterSource.DEFAULT_MAP)
+
+
+def refuse_inapplicable(ctx: click.Context, applies: dict[str, Iterable[str]], chosen: str, what: str) -> None:
+    """Refuse options given that do not apply to ``chosen`` (``applies``: option name -> values it
+    applies to), naming them."""
+    from seco_data.errors import UsageError
+
+    wrong = [name for name, values in applies.items() if chosen not in values and given(ctx, name)]
+    if wrong:
+        flags = ", ".join("--" + w.replace("_", "-") for w in wrong)
+        raise UsageError(f"{flags} {'does' if len(wrong) == 1 else 'do'} not apply to {what} {chosen}",
+                         hint="leave {} out, or choose the {} it belongs to".format(
+                             "it" if len(wrong) == 1 else "them", what))

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .base import SecoGroup
-from .options import recipe_options, recipe_overrides
+from .options import load_recipe_from, out_option, recipe_options
 
 
 @click.group(cls=SecoGroup)
@@ -27,9 +27,8 @@ def check(lon, lat, **opts):
     seco-data sources check --source stac --stac-url https://earth-search.aws.element84.com/v1
     """
     from seco_data.sample.check import check_source
-    from seco_data.recipe import load_recipe
 
-    recipe = load_recipe(opts.pop("recipe"), recipe_overrides(opts))
+    recipe = load_recipe_from(opts)
     steps = check_source(recipe, lon, lat)
     for s in steps:
         mark = "ok  " if s.ok else "FAIL"
@@ -42,8 +41,7 @@ def check(lon, lat, **opts):
 
 @sources.command("make-local-catalog")
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
-              help="Where to write the catalog (default: ROOT, if writable).")
+@out_option(required=False, help="Where to write the catalog (default: ROOT, if writable).")
 @click.option("--name", help="Catalog id (default: ROOT's name).")
 def make_local_catalog(root, out, name):
     """Build a static STAC catalog over existing scene GeoTIFFs, for --source stac --stac-url CATALOG.

@@ -12,37 +12,26 @@ import click
 
 from seco_train import __version__
 
-from .base import SecoGroup, configure_logging, verbosity_options
+from .base import quiet, root_group
+from .options import json_option, out_option, overwrite_option
+from .progress import Bar
 
 
-@click.group(cls=SecoGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="seco-train")
-@verbosity_options
-@click.pass_context
-def main(ctx, verbose, quiet):
+@root_group(__version__, "seco-train")
+def main():
     """Pre-train encoders with Seasonal Contrast and evaluate them (needs `pip install seco[train]`)."""
-    ctx.obj = {"verbosity": verbose - quiet}
-    rank = int(os.environ.get("RANK", "0"))
-    configure_logging(verbose - quiet if rank == 0 else min(verbose - quiet, -1))  # other ranks: errors only
 
 
 def _overrides(pairs: tuple[str, ...]) -> dict:
-    from seco_data.recipe import parse_override
-    from seco_train.config import ConfigError
+    from seco_data.config import parse_override
+    from seco_train.config import CONFIG
 
-    out = {}
-    for text in pairs:
-        if "=" not in text:
-            raise ConfigError(f"override {text!r} is not KEY=VALUE", hint="e.g. --set optim.lr=0.06")
-        key, value = parse_override(text)
-        out[key] = value
-    return out
+    return dict(parse_override(text, CONFIG) for text in pairs)
 
 
 @main.command()
 @click.argument("shards")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder: config, checkpoint, metrics, loss curve.")
+@out_option(help="Run folder: config, checkpoint, metrics, loss curve.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="YAML run config (defaults: the SeCo paper's).")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
@@ -50,7 +39,7 @@ def _overrides(pairs: tuple[str, ...]) -> dict:
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option("--gpus", type=click.IntRange(min=1), default=None,
               help="Launch this many processes on this machine with torchrun (one per GPU).")
-@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+@json_option()
 @click.pass_context
 def run(ctx, shards, out, config_path, sets, resume, gpus, as_json):
     """Pre-train on the shards SHARDS (a folder, shards.json, a glob or a brace pattern).
@@ -74,37 +63,20 @@ def run(ctx, shards, out, config_path, sets, resume, gpus, as_json):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={gpus}",
                "-m", "seco_train", *args]
         ctx.exit(subprocess.call(cmd))
-    from tqdm import tqdm
-
     from seco_train.config import load_config
     from seco_train.train import train
 
     overrides = {"data.shards": shards, **_overrides(sets)}
     cfg = load_config(config_path, overrides)
     main_rank = int(os.environ.get("RANK", "0")) == 0
-    quiet = (ctx.obj or {}).get("verbosity", 0) < 0 or not main_rank
-    bar = None
-
-    def progress(p):
-        nonlocal bar
-        if bar is None:
-            bar = tqdm(total=p.total, initial=p.step - cfg.log_every if p.step > cfg.log_every else 0, unit="step",
-                       disable=quiet, dynamic_ncols=True, desc="training", mininterval=1.0)
-        bar.update(p.step - bar.n)
-        acc = " ".join(f"{p.metrics[k]:.2f}" for k in ("acc_0", "acc_1", "acc_2") if k in p.metrics)
-        bar.set_postfix_str(f"loss {p.metrics.get('loss', float('nan')):.3f} top1 {acc} {p.images_per_s:.0f} img/s",
-                            refresh=False)
-
-    try:
-        report = train(cfg, out, resume=resume, progress=progress)
-    finally:
-        if bar is not None:
-            bar.close()
+    shown = ("loss", "acc_0", "acc_1", "acc_2", "images_per_s")
+    with Bar("training", quiet=quiet(ctx) or not main_rank, shown=shown) as bar:
+        report = train(cfg, out, resume=resume, progress=bar)
     if not main_rank:
         return
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
-    elif not quiet:
+    elif not quiet(ctx):
         last = ", ".join(f"{k} {v:.3f}" for k, v in report.last.items())
         click.echo(f"trained {report.steps} steps (to step {report.total_steps}) in {report.seconds:.1f} s, "
                    f"{report.images_per_s:.0f} images/s; last: {last}")
@@ -114,9 +86,8 @@ def run(ctx, shards, out, config_path, sets, resume, gpus, as_json):
 
 @main.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Where to write the backbone's state dict (torchvision ResNet layout, no fc).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@out_option(file=True, help="Where to write the backbone's state dict (torchvision ResNet layout, no fc).")
+@overwrite_option("Replace an existing --out file.")
 def export_cmd(run, out, overwrite):
     """Write the query backbone of RUN (a run folder or checkpoint) as torchvision-compatible weights.
 
@@ -133,12 +104,13 @@ def export_cmd(run, out, overwrite):
 
 @main.command()
 @click.argument("shards")
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Statistics JSON.")
+@out_option(file=True, help="Statistics JSON.")
 @click.option("--bands", help="Comma-separated bands (default: every band of the shards).")
 @click.option("--max-samples", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Locations read (a seeded sample).")
 @click.option("--seed", type=int, default=0, show_default=True)
-def stats(shards, out, bands, max_samples, seed):
+@overwrite_option("Replace an existing --out file.")
+def stats(shards, out, bands, max_samples, seed, overwrite):
     """Per-band mean, std and 2 %/98 % quantiles (reflectance) of SHARDS, for `--set data.stretch=stats`.
 
     \b
@@ -146,12 +118,15 @@ def stats(shards, out, bands, max_samples, seed):
     seco-train run shards/ --out runs/s2-all --set data.stretch=stats --set data.stats=stats.json \\
         --set data.bands=B02,B03,B04,B05,B06,B07,B08,B8A,B11,B12
     """
-    from seco_data.geotiff import write_atomic
+    from seco_data.errors import OutputError
+    from seco_data.outputs import write_json
     from seco_train.stats import compute_stats
 
+    if out.exists() and not overwrite:
+        raise OutputError(f"{out} already exists", hint="pass --overwrite to replace it, or choose another --out")
     wanted = tuple(b.strip() for b in bands.split(",")) if bands else None
     result = compute_stats(shards, bands=wanted, max_samples=max_samples, seed=seed)
-    write_atomic(out, (json.dumps(result, indent=1) + "\n").encode())
+    write_json(out, result)
     per_band = result.get("bands", result)
     for band, s in per_band.items():
         click.echo(f"{band}: mean {s['mean']:.4f} std {s['std']:.4f}")

@@ -1,10 +1,33 @@
-"""One error hierarchy for the whole project.
+"""Every error class of the project, and one process exit code per meaning.
 
-Every error carries a ``hint`` (what the user should do next) and an ``exit_code`` so the CLI can
-turn any of them into a one-line message and a distinct process status.
+Every error carries a ``hint`` (what the user should do next) and an ``exit_code``, so the CLI turns
+any of them into a one-line message and a distinct process status. The table :data:`EXIT_CODES` is
+the one the README shows; the CLI adds 70 (internal error: a bug), 130 (interrupted) and 141 (the
+reader of our output went away, e.g. ``| head``).
 """
 
 from __future__ import annotations
+
+#: exit code -> meaning (README "CLI reference")
+EXIT_CODES = {
+    0: "success",
+    1: "other seco error",
+    2: "bad arguments, recipe or configuration (usage)",
+    3: "output folder: unwritable, full, locked, or holding another output",
+    4: "catalog missing, unreadable or invalid",
+    5: "source failed permanently",
+    6: "source unavailable (transient; rerun later to resume)",
+    7: "source credentials missing, expired or refused",
+    8: "fewer locations than asked for passed the filters",
+    9: "shard missing, truncated or unreadable",
+    10: "`verify` found mismatches",
+    70: "internal error (a bug: rerun with -vv and report it)",
+    130: "interrupted (rerun to resume)",
+    141: "output pipe closed by its reader",
+}
+INTERNAL_ERROR = 70
+INTERRUPTED = 130
+BROKEN_PIPE = 141
 
 
 class SecoError(Exception):
@@ -23,29 +46,39 @@ class SecoError(Exception):
         return f"{msg} (hint: {self.hint})" if self.hint else msg
 
 
-class RecipeError(SecoError, ValueError):
-    """A recipe or an override is invalid: names the key at fault."""
-
-    exit_code = 2
-    hint = "check the recipe against catalogs/README.md or `seco-data recipe show`"
-
-
 class UsageError(SecoError, ValueError):
     """Arguments that cannot work together."""
 
     exit_code = 2
 
 
+class RecipeError(UsageError):
+    """A recipe or an override is invalid: names the key at fault."""
+
+    hint = "check the recipe against catalogs/README.md or `seco-data recipe show`"
+
+
+class ConfigError(UsageError):
+    """A run or evaluation configuration is invalid: names the key at fault."""
+
+    hint = "see `seco-train run --help` and the defaults in seco_train/config.py"
+
+
 class OutputError(SecoError, OSError):
-    """The output folder cannot be used (unwritable, belongs to another run, locked)."""
+    """The output folder cannot be used (unwritable, full, belongs to another run, locked)."""
 
     exit_code = 3
 
 
-class LedgerError(SecoError):
+class DiskFullError(OutputError):
+    """No space left (or quota exceeded) while writing: names the path."""
+
+    hint = "free space on that disk (or choose another --out), then rerun the same command to resume"
+
+
+class LedgerError(OutputError):
     """The ledger is unreadable or does not match this run."""
 
-    exit_code = 3
     hint = "move the output folder aside or pass a new --out; nothing in it was changed"
 
 
@@ -98,3 +131,29 @@ class VerifyError(SecoError):
     """`seco-data verify` found mismatches (the files at fault are listed before this message)."""
 
     exit_code = 10
+
+
+class Interrupted(SecoError):
+    """Ctrl-C (SIGINT) or SIGTERM: what was finished is kept."""
+
+    exit_code = INTERRUPTED
+    hint = "rerun the same command to resume"
+
+
+class WorkerDied(SecoError):
+    """A worker process was killed from outside (out of memory, SIGKILL): nothing it half wrote is kept."""
+
+    exit_code = 1
+    hint = ("a worker process was killed (often by the system for lack of memory): rerun the same command "
+            "to resume, with fewer --workers if memory is short")
+
+
+def disk_full(path, e: OSError) -> DiskFullError:
+    """The error for ``ENOSPC`` / ``EDQUOT`` while writing ``path``."""
+    return DiskFullError(f"no space left on the device while writing {path} ({e.strerror or e})")
+
+
+def is_disk_full(e: BaseException) -> bool:
+    import errno
+
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -71,32 +69,36 @@ def encode_raster(
     nodata: int | None = 0,
     compress: str = "zstd",
     tags: dict[str, str] | None = None,
+    fast: bool = True,
 ) -> EncodedPatch:
-    """Encode ``pixels`` (bands, H, W), in their own dtype, with any CRS and transform: a tiled,
-    band-interleaved GeoTIFF in memory, losslessly compressed with a horizontal predictor."""
+    """Encode ``pixels`` (bands, H, W), in their own dtype, with any CRS and transform (or none): a
+    tiled, band-interleaved GeoTIFF in memory, losslessly compressed with a horizontal predictor.
+
+    ``fast`` uses the codec's level 1 (see :data:`COMPRESSIONS`), else GDAL's default level.
+    ``compress="jpeg"`` (8-bit only, lossy: the SeCo release's format) writes strips at GDAL's
+    default quality, as SeCo's downloader did.
+    """
+    import warnings
+
+    import rasterio
     from rasterio.io import MemoryFile
 
-    if compress not in COMPRESSIONS:
+    if compress not in COMPRESSIONS + ("jpeg",):
         raise ValueError(f"unknown compression {compress!r}: use one of {', '.join(COMPRESSIONS)}")
     n, h, w = pixels.shape
-    profile = dict(
-        driver="GTiff",
-        dtype=pixels.dtype.name,
-        count=n,
-        height=h,
-        width=w,
-        crs=crs,
-        transform=transform,
-        tiled=True,
-        blockxsize=_block(w),
-        blockysize=_block(h),
-        interleave="band",
-    )
+    profile = dict(driver="GTiff", dtype=pixels.dtype.name, count=n, height=h, width=w, interleave="band")
+    if crs is not None and transform is not None:
+        profile.update(crs=crs, transform=transform)
+    if compress == "jpeg":
+        profile.update(compress="jpeg")
+    else:
+        profile.update(tiled=True, blockxsize=_block(w), blockysize=_block(h))
+        if compress != "none":
+            profile.update(compress=compress, predictor=2, **(_LEVEL[compress] if fast else {}))
     if nodata is not None:
         profile["nodata"] = nodata
-    if compress != "none":
-        profile.update(compress=compress, predictor=2, **_LEVEL[compress])
-    with MemoryFile() as mem:
+    with warnings.catch_warnings(), rasterio.Env(GDAL_PAM_ENABLED="NO"), MemoryFile() as mem:
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with mem.open(**profile) as dst:
             dst.write(pixels)
             for i, b in enumerate(bands, start=1):
@@ -105,12 +107,4 @@ def encode_raster(
                 dst.update_tags(**tags)
         data = mem.read()
     return EncodedPatch(resolution, tuple(bands), data, hashlib.sha256(data).hexdigest())
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary name in the same folder and ``os.replace``."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 

@@ -7,18 +7,18 @@ override fields; the resolved recipe is stored in the output folder and in the S
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any
 
 import yaml
 
 from .bands import BANDS, PRODUCT_BANDS, canonical, group_by_resolution
+from .config import Schema, apply_overrides, build, load_mapping, to_plain
+from .config import parse_override as _parse_override
 from .errors import RecipeError
 
 
@@ -108,7 +108,7 @@ class Recipe:
         return group_by_resolution(self.bands)
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(self)
+        return to_plain(self)
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the dataset's content (not its size)."""
@@ -149,149 +149,26 @@ def resolve_recipe_path(name_or_path: str | Path) -> Path:
     )
 
 
+RECIPE = Schema(RecipeError, "recipe key")
+
+
 def load_recipe(
     name_or_path: str | Path = "demo", overrides: dict[str, Any] | None = None
 ) -> Recipe:
     """Load a recipe by built-in name or path, apply dotted ``overrides``, validate."""
     path = resolve_recipe_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text("utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise RecipeError(f"cannot read recipe {path}: {' '.join(str(e).split())}") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"recipe {path} must be a mapping of keys to values")
-    return recipe_from_dict(raw, overrides)
+    return recipe_from_dict(load_mapping(path, RECIPE, "recipe"), overrides)
 
 
 def recipe_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> Recipe:
-    raw = json.loads(json.dumps(raw, default=str))  # deep copy, dates as strings
-    for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
-    recipe = _build(Recipe, raw, "")
+    recipe = build(Recipe, apply_overrides(raw, overrides, RECIPE), RECIPE)
     validate(recipe)
     return recipe
 
 
-def differences(old: dict, new: dict, *, ignore: tuple[str, ...] = (), prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ between two nested mappings (top-level keys in ``ignore``
-    skipped): what a refused resume names."""
-    keys = []
-    for k in sorted(set(old) | set(new)):
-        if not prefix and k in ignore:
-            continue
-        a, b = old.get(k), new.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += differences(a, b, prefix=f"{prefix}{k}.")
-        elif a != b:
-            keys.append(prefix + str(k))
-    return keys
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """``seasons.window_days=30`` -> (``seasons.window_days``, 30) with YAML value typing."""
-    if "=" not in text:
-        raise RecipeError(f"override {text!r} is not KEY=VALUE", hint="e.g. --set seasons.window_days=30")
-    key, _, value = text.partition("=")
-    try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
-    except yaml.YAMLError:
-        parsed = value
-    return key.strip(), parsed
-
-
-def _set_dotted(raw: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for part in parts[:-1]:
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise RecipeError(f"recipe key {key!r}: {part!r} is not a section")
-        node = nxt
-    node[parts[-1]] = value
-
-
-def _build(cls, raw: Any, prefix: str):
-    if not isinstance(raw, dict):
-        raise RecipeError(f"recipe key {prefix.rstrip('.') or '<root>'!r} must be a mapping")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    kwargs = {}
-    for key, value in raw.items():
-        if key not in names:
-            guess = difflib.get_close_matches(str(key), names, n=1)
-            raise RecipeError(
-                f"recipe key {prefix + str(key)!r} is unknown"
-                + (f" (did you mean {prefix + guess[0]!r}?)" if guess else ""),
-                hint=f"allowed keys{' in ' + prefix.rstrip('.') if prefix else ''}: {', '.join(names)}",
-            )
-        kwargs[key] = _coerce(hints[key], value, prefix + key)
-    return cls(**kwargs)
-
-
-def _coerce(tp, value: Any, key: str):
-    origin = get_origin(tp)
-    args = get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key + ".")
-    if origin is type(None) or tp is type(None):
-        return None
-    if args and type(None) in args:  # Optional[X]
-        if value is None:
-            return None
-        inner = [a for a in args if a is not type(None)][0]
-        return _coerce(inner, value, key)
-    if origin is tuple:
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split() if v]
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"recipe key {key!r} must be a list, got {value!r}")
-        return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise RecipeError(f"recipe key {key!r} must be a mapping, got {value!r}")
-        return {_coerce(args[0], k, key): _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()}
-    if tp is Any:
-        return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise RecipeError(f"recipe key {key!r} must be true or false, got {value!r}")
-    if tp in (int, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise RecipeError(f"recipe key {key!r} must be a number, got {value!r}")
-        try:
-            num = float(value)
-        except ValueError:
-            raise RecipeError(f"recipe key {key!r} must be a number, got {value!r}") from None
-        if tp is int:
-            if num != int(num):
-                raise RecipeError(f"recipe key {key!r} must be a whole number, got {value!r}")
-            return int(num)
-        return num
-    if tp is dt.date:
-        if isinstance(value, dt.date):
-            return value
-        try:
-            return dt.date.fromisoformat(str(value))
-        except ValueError:
-            raise RecipeError(f"recipe key {key!r} must be a date YYYY-MM-DD, got {value!r}") from None
-    if tp is str:
-        if not isinstance(value, (str, int, float)):
-            raise RecipeError(f"recipe key {key!r} must be text, got {value!r}")
-        return str(value)
-    return value  # pragma: no cover
-
-
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {k: _to_plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_plain(v) for v in obj]
-    if isinstance(obj, dt.date):
-        return obj.isoformat()
-    return obj
+    return _parse_override(text, RECIPE)
 
 
 # -- validation ------------------------------------------------------------------------------
@@ -303,13 +180,13 @@ def _check(cond: bool, key: str, message: str) -> None:
 
 
 def validate(r: Recipe) -> None:
-    from .sources import KNOWN_SOURCES
+    from .sources import SOURCES
 
     _check(bool(r.name.strip()), "name", "must not be empty")
     _check(
-        r.source in KNOWN_SOURCES,
+        r.source in SOURCES,
         "source",
-        f"must be one of {', '.join(KNOWN_SOURCES)}, got {r.source!r}",
+        f"must be one of {', '.join(SOURCES)}, got {r.source!r}",
     )
     _check(r.product in PRODUCT_BANDS, "product", f"must be L1C or L2A, got {r.product!r}")
     _check(len(r.bands) > 0, "bands", "must list at least one band")
@@ -355,7 +232,9 @@ def validate(r: Recipe) -> None:
     )
 
     loc = r.locations
-    _check(loc.sampler in ("cities", "aoi", "points"), "locations.sampler", "must be cities, aoi or points")
+    from .sample.locations import SAMPLERS
+
+    _check(loc.sampler in SAMPLERS, "locations.sampler", f"must be one of {', '.join(SAMPLERS)}")
     _check(1 <= loc.top_cities <= 50000, "locations.top_cities", f"must be 1-50000, got {loc.top_cities}")
     _check(0 <= loc.sigma_km <= 2000, "locations.sigma_km", f"must be in [0, 2000], got {loc.sigma_km}")
     _check(0 <= loc.min_land_fraction <= 1, "locations.min_land_fraction", "must be in [0, 1]")

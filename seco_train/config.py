@@ -14,16 +14,17 @@ from typing import Any
 
 import yaml
 
-from seco_data.errors import RecipeError, UsageError
+from seco_data.config import Schema, apply_overrides, build, load_mapping
+from seco_data.errors import ConfigError
 
+#: pre-training modes: Seasonal Contrast and the paper's two MoCo-v2 baselines
 MODES = ("seco", "moco", "moco_tp")
-BACKBONES = ("resnet18", "resnet50")
-
-
-class ConfigError(UsageError):
-    """A run configuration is invalid: names the key at fault."""
-
-    hint = "see `seco-train run --help` and the defaults in seco_train/config.py"
+#: torchvision ResNets the model builds (and evaluations load)
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+#: how images are stretched: SeCo's RGB quantile stretch, or per-band statistics
+STRETCHES = ("seco", "stats")
+DEVICES = ("auto", "cpu", "cuda")
+CONFIG = Schema(ConfigError, "config key")
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     except KeyError as e:
         raise ConfigError(f"config key 'data.bands': unknown band {e.args[0]!r}") from None
     need(len(bands) > 0, "data.bands", "must name at least one band")
-    need(cfg.data.stretch in ("seco", "stats"), "data.stretch", "must be seco or stats")
+    need(cfg.data.stretch in STRETCHES, "data.stretch", f"must be one of {', '.join(STRETCHES)}")
     need(cfg.data.stretch != "seco" or set(bands) == {"B02", "B03", "B04"}, "data.stretch",
          "seco is the RGB stretch: use stretch: stats (with `seco-train stats`) for other bands")
     need(cfg.data.stretch != "stats" or bool(cfg.data.stats), "data.stats",
@@ -134,32 +135,16 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(cfg.optim.epochs > 0, "optim.epochs", "must be > 0")
     need(cfg.steps is None or cfg.steps >= 1, "steps", "must be >= 1")
     need(cfg.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
-    need(cfg.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
+    need(cfg.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
     need(cfg.log_every >= 1 and cfg.checkpoint_every >= 1, "log_every", "and checkpoint_every must be >= 1")
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, bands=bands))
 
 
 def config_from_dict(raw: dict, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Build and validate a config from a mapping and dotted overrides (``optim.lr``: 0.06)."""
-    from seco_data.recipe import _build, _set_dotted
-
-    raw = yaml.safe_load(yaml.safe_dump(raw or {}))  # a deep copy
-    try:
-        for key, value in (overrides or {}).items():
-            _set_dotted(raw, key, value)
-        cfg = _build(RunConfig, raw, "")
-    except RecipeError as e:  # the shared dataclass builder speaks of recipes
-        raise ConfigError(str(e).replace("recipe key", "config key"), hint=e.hint) from None
-    return validate(cfg)
+    return validate(build(RunConfig, apply_overrides(raw or {}, overrides, CONFIG), CONFIG))
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    raw: dict = {}
-    if path:
-        try:
-            raw = yaml.safe_load(Path(path).read_text("utf-8")) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read config {path}: {' '.join(str(e).split())}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config {path} must be a mapping of keys to values")
+    raw = load_mapping(path, CONFIG, "config") if path else {}
     return config_from_dict(raw, overrides)

@@ -22,7 +22,7 @@ import torch
 
 from seco_data.errors import ShardError, UsageError
 from seco_data.export.reader import current_split, expand_urls, iter_shard
-from seco_data.export.webdataset.export import MANIFEST
+from seco_data.export.webdataset import MANIFEST
 
 from .views import SeasonImages, SkipSample, ViewConfig, check_sample, make_views
 

@@ -16,12 +16,11 @@ from torch import Tensor, nn
 
 from seco_data.errors import UsageError
 
+from .config import BACKBONES, MODES
 from .losses import info_nce, normalize
 
 log = logging.getLogger(__name__)
 
-MODES = ("seco", "moco", "moco_tp")
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SUBSPACES = {"seco": 3, "moco": 1, "moco_tp": 1}
 
 

@@ -30,13 +30,14 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from seco_data.errors import OutputError
-from seco_data.recipe import differences
+from seco_data.jobs import Progress, ProgressFn
+from seco_data.outputs import atomic_path, write_atomic, write_json
+from seco_data.config import differences
 
 from . import __version__
 from .config import ConfigError, RunConfig, config_from_dict
@@ -46,14 +47,6 @@ log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 FIELDS = ["step", "epoch", "lr", "loss", "loss_0", "loss_1", "loss_2", "acc_0", "acc_1", "acc_2", "images_per_s"]
-
-
-@dataclass(frozen=True)
-class Progress:
-    step: int
-    total: int
-    metrics: dict
-    images_per_s: float
 
 
 @dataclass(frozen=True)
@@ -140,9 +133,8 @@ def save_checkpoint(path: Path, model, optimizer, step: int, cfg: RunConfig) -> 
             "python": random.getstate(),
         },
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -226,10 +218,9 @@ def plot_metrics(out: Path) -> Path | None:
     a.legend()
     b.legend()
     fig.tight_layout()
-    tmp = out / ".loss.png.tmp"
-    fig.savefig(tmp, format="png", dpi=100)
+    with atomic_path(out / "loss.png") as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
-    os.replace(tmp, out / "loss.png")
     return out / "loss.png"
 
 
@@ -281,7 +272,7 @@ def train_step(net, optimizer, q, keys, *, device: str, bf16: bool):
 
 
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
-          progress: Callable[[Progress], None] | None = None) -> TrainReport:
+          progress: ProgressFn | None = None) -> TrainReport:
     """Pre-train with ``cfg`` into ``out`` (see the module docstring); ``resume`` continues a run."""
     t0 = time.monotonic()
     out = Path(out)
@@ -305,7 +296,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
         log.info("no checkpoint in %s: starting from step 0", out)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(cfg.to_yaml(), "utf-8")
+        write_atomic(out / "config.yaml", cfg.to_yaml())
 
     torch.manual_seed(cfg.seed)  # the same initial weights and queues on every rank
     np.random.seed(cfg.seed)
@@ -375,7 +366,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
                 if metrics:
                     metrics.write(row)
                 if progress and d.main:
-                    progress(Progress(step, total, last, images_per_s))
+                    progress(Progress(step, total, "step", info={**last, "images_per_s": images_per_s}))
             if d.main and (step % cfg.checkpoint_every == 0 or step == total):
                 save_checkpoint(ckpt_path, model, optimizer, step, cfg)
     finally:
@@ -403,7 +394,7 @@ def _check_ranks(model, step: int, d: Dist, out: Path) -> None:
         dist.all_gather_object(ranks, mine)
     if d.main:
         same = len({(r["step"], round(r["checksum"], 6)) for r in ranks}) == 1
-        (out / "ranks.json").write_text(json.dumps({"in_step": same, "ranks": ranks}, indent=1) + "\n")
+        write_json(out / "ranks.json", {"in_step": same, "ranks": ranks})
         if not same:
             log.error("ranks ended out of step: %s", ranks)
 

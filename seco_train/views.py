@@ -52,8 +52,8 @@ import torchvision.transforms.v2.functional as F
 from seco_data.bands import canonical
 from seco_data.errors import SecoError, UsageError
 
-MODES = ("seco", "moco", "moco_tp")
-STRETCHES = ("seco", "stats")
+from .config import MODES, STRETCHES
+
 #: SeCo's per-band 2 % / 98 % quantiles in its uint8 units (reference ``QUANTILES``).
 SECO_QUANTILES = {"B02": (3.0, 88.0), "B03": (2.0, 103.0), "B04": (0.0, 129.0)}
 #: ImageNet mean / std of the red, green and blue channels.

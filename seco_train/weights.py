@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from seco_data.errors import OutputError, UsageError
+from seco_data.outputs import atomic_file
 
 from .model import SeasonalContrast, build_backbone
 
@@ -88,15 +89,8 @@ def export_backbone(checkpoint_path: str | os.PathLike, out_path: str | os.PathL
     _load_strict(net, state, str(src), name, in_channels)
     weights = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(weights, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(out) as f:
+        torch.save(weights, f)
     log.info("exported %s backbone (%d input channels) from %s to %s", name, in_channels, src, out)
     return out
 

@@ -20,13 +20,13 @@ def schemas(shared) -> Path:
 
 
 @pytest.fixture()
-def scripted(monkeypatch):
+def scripted():
     """Register tests/fakes.py:ScriptedSource as source 'scripted' for this test."""
-    import seco_data.sources as sources
+    from seco_data.sources import register, unregister
 
-    monkeypatch.setitem(sources.SOURCES, "scripted", "fakes:ScriptedSource")
-    monkeypatch.setattr(sources, "KNOWN_SOURCES", sources.KNOWN_SOURCES + ("scripted",))
-    return "scripted"
+    register("scripted", "fakes:ScriptedSource")
+    yield "scripted"
+    unregister("scripted")
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +38,7 @@ def _cache(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def demo_catalog(tmp_path_factory) -> Path:
     """A finished 5-location, 4-season catalog from the simulator (read-only: copy it to modify)."""
-    from seco_data.sample.run import sample
+    from seco_data.sample import sample
     from seco_data.recipe import load_recipe
 
     os.environ.setdefault("SECO_CACHE_DIR", str(Path.home() / ".cache" / "seco"))

@@ -103,12 +103,12 @@ def test_corrupt_ledger_and_invalid_catalog(runner, tmp_path, scripted, schemas)
 
 
 def test_internal_errors_are_one_line(runner, tmp_path, scripted, monkeypatch):
-    import seco_data.sample.run as collect
+    import seco_data.sample
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(collect, "sample", boom)
+    monkeypatch.setattr(seco_data.sample, "sample", boom)
     line = _one_line_error(runner.invoke(data_main, ["sample", "--source", scripted, "--out", str(tmp_path / "z")]),
                            70, "internal error", "disk on fire", "-vv")
     assert "safe to resume" in line

@@ -184,7 +184,7 @@ def test_interrupted_import_resumes_to_the_same_catalog(ssl4eo_root, tmp_path, m
     report = import_dataset("ssl4eo", src, out, limit=1)
     assert (report.resumed, report.removed, report.items) == (1, 2, 4)
     check_catalog(out, 1, 4)
-    with pytest.raises(UsageError, match="src, product, name differ"):
+    with pytest.raises(OutputError, match="name, product, src differ"):
         import_dataset("ssl4eo", ssl4eo_root / "s2a", out)
     report = import_dataset("ssl4eo", ssl4eo_root / "s2a", out, overwrite=True)
     assert (report.product, report.imported, report.resumed) == ("L2A", 3, 0)
@@ -241,7 +241,7 @@ def test_cli_import(seco_src, ssl4eo_root, tmp_path):
 def test_imported_seco_exports_to_shards_with_its_pixels(seco_src, tmp_path):
     """Released SeCo -> catalog -> shards: uint8 arrays equal to the band files, reflectance scale 1/255."""
     from seco_data.export.reader import ShardReader, Split
-    from seco_data.export.webdataset.export import ShardOptions, export_webdataset
+    from seco_data.export.webdataset import ShardOptions, export_webdataset
 
     import_dataset("seco", seco_src, tmp_path / "cat")
     export_webdataset(tmp_path / "cat", tmp_path / "shards", options=ShardOptions(bands=("B4", "B11")))

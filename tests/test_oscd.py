@@ -130,7 +130,7 @@ def test_frozen_encoder_training_reduces_loss_and_scores_all_pixels(root, bercy_
     steps = []
     result = train_change_detection(model, subset, bercy_eval, epochs=1, batch_size=4, seed=0, device="cpu",
                                     progress=steps.append, overlay_dir=tmp_path / "overlays")
-    assert [s["step"] for s in steps] == [0, 1]
+    assert [(s.stage, s.done, s.info["epoch"]) for s in steps] == [("train", 1, 1), ("train", 2, 1)]
     assert loss_on_batch() < start
 
     # the encoder is frozen: no gradients, no change of weights or BN statistics, BN in eval mode

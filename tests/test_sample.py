@@ -58,7 +58,7 @@ def test_rerun_resumes_grows_and_refuses_other_settings(tmp_path, scripted):
     # growing gives the same dataset as asking for 8 at once
     sample(_recipe(scripted, n=8), tmp_path / "fresh")
     assert ledger_rows(tmp_path / "fresh") == ledger_rows(out)
-    with pytest.raises(UsageError, match="filters.scene_cloud_max"):
+    with pytest.raises(OutputError, match="filters.scene_cloud_max"):
         sample(_recipe(scripted, n=8, **{"filters.scene_cloud_max": 5}), out)
     with pytest.raises(UsageError, match="already holds 8"):
         sample(_recipe(scripted, n=3), out)

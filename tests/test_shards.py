@@ -20,8 +20,8 @@ from click.testing import CliRunner
 from seco_cli.data import main
 from seco_data.errors import OutputError, ShardError
 from seco_data.export.reader import ShardReader, Split, current_split, expand_urls, iter_shard, split_shards
-from seco_data.export.webdataset.export import ShardOptions, export_webdataset
-from seco_data.catalog.verify import verify
+from seco_data.export.webdataset import ShardOptions, export_webdataset
+from seco_data.export.verify import verify
 
 
 def _items(catalog: Path) -> dict[int, list[dict]]:
@@ -196,9 +196,9 @@ def test_resume_after_interrupt_equals_fresh_export(demo_catalog, shards, tmp_pa
     out = tmp_path / "resumed"
     calls = []
 
-    def stop_after_first_shard(samples, done):
-        calls.append(done)
-        if done == 1:
+    def stop_after_first_shard(p):
+        calls.append(p.counts["shards"])
+        if p.counts["shards"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -212,7 +212,7 @@ def test_resume_after_interrupt_equals_fresh_export(demo_catalog, shards, tmp_pa
     assert r.reused_shards == 1 and r.samples == 5
     assert json.loads((out / "shards.json").read_text())["shardlist"] == \
         json.loads((shards / "shards.json").read_text())["shardlist"]
-    with pytest.raises(OutputError, match="another catalog or other options") as e:
+    with pytest.raises(OutputError, match="other settings") as e:
         export_webdataset(demo_catalog, out, options=ShardOptions(maxcount=3))
     assert "--overwrite" in e.value.hint
     r = export_webdataset(demo_catalog, out, options=ShardOptions(maxcount=3), overwrite=True)

@@ -17,7 +17,8 @@ from rasterio.io import MemoryFile
 from seco_cli.data import main
 from seco_data.sample.run import finalize
 from seco_data.geotiff import encode_raster
-from seco_data.catalog.thumbnails import add_thumbnails, thumbnail_png
+from seco_data.catalog.add_thumbnails import add_thumbnails
+from seco_data.catalog.thumbnails import thumbnail_png
 from seco_data.catalog.verify import verify_catalog
 
 #: the documented stretch, restated here: reflectance 0 .. 0.3 to 0 .. 255 with gamma 1.3
@@ -331,7 +332,7 @@ def test_real_oscd_city_thumbnail_has_texture_and_is_north_up(shared, tmp_path):
 def test_index_of_items_with_and_without_thumbnails_streams_in_chunks(demo_catalog, tmp_path):
     """A catalog sampled before thumbnails and resumed after (or with failed thumbnails) mixes both."""
     from seco_data.catalog.index import CatalogIndex
-    from seco_data.catalog.writer import rebase, write_parquet
+    from seco_data.catalog.index import rebase, write_index as write_parquet
 
     items = []
     for k, (path, item) in enumerate(_items(demo_catalog)):

@@ -29,7 +29,7 @@ def shards(tmp_path_factory):
     """Shards of a 40-location simulator catalog (enough locations for the queue not to be all positives)."""
     from seco_data.sample.run import sample
     from seco_data.recipe import load_recipe
-    from seco_data.export.webdataset.export import ShardOptions, export_webdataset
+    from seco_data.export.webdataset import ShardOptions, export_webdataset
 
     root = tmp_path_factory.mktemp("train")
     sample(load_recipe("demo", {"n": 40}), root / "cat", workers=2)
@@ -87,7 +87,7 @@ def test_resume_equals_a_straight_run(shards, tmp_path):
     crashed = tmp_path / "crashed"
 
     def crash(p):  # dies during step 3, after the checkpoint of step 2 was written
-        if p.step == 3:
+        if p.done == 3:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):

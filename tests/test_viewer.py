@@ -49,7 +49,7 @@ def catalog(demo_catalog, tmp_path_factory) -> Path:
     """The demo catalog with its thumbnails (made by seco_data.catalog.thumbnails where the sampler did not)."""
     root = _copy(demo_catalog, tmp_path_factory.mktemp("viewer") / "demo")
     if "thumbnail" not in _asset_keys(root):
-        from seco_data.catalog.thumbnails import add_thumbnails
+        from seco_data.catalog.add_thumbnails import add_thumbnails
 
         assert add_thumbnails(root).ok
     assert "thumbnail" in _asset_keys(root)

@@ -14,7 +14,8 @@ import torchvision.transforms.v2.functional as F
 import seco_train.data as data
 from seco_data.errors import UsageError
 from seco_data.export.reader import ShardReader, Split, iter_shard
-from seco_data.export.webdataset.export import ShardOptions, TarShard, export_webdataset
+from seco_data.export.webdataset import ShardOptions, export_webdataset
+from seco_data.export.webdataset.tar import TarShard
 from seco_train.data import SeasonalViews, dataset_size, make_loader
 from seco_train.stats import compute_stats
 from seco_train.views import (SkipSample, ViewConfig, adjust_hue, gaussian_blur, make_views,

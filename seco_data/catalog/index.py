@@ -1,22 +1,32 @@
-"""Reading a catalog back: its items, grouped by location, and the pixels of their assets.
+"""``items.parquet``, the catalog's index: the only module that writes or reads it.
 
-Every exporter and checker goes through here, so a catalog made by ``seco-data sample`` and one made
-by ``seco-data import`` are read the same way. The index is ``items.parquet`` (rows ordered by
-location then season, hrefs relative to the catalog root, see :func:`seco_data.catalog.writer.rebase`),
-streamed in batches: memory stays bounded at any catalog size.
+Rows are ordered by location then season; each row is an item "as seen from the catalog root" (hrefs
+relative to the root plus a ``self`` link, :func:`rebase`), so a row alone locates its item JSON and
+its files. :func:`write_index` streams items in chunks; :class:`IndexFile` reads columns, batches or
+row groups (the viewer, ``catalog info`` and the STAC API read only the columns they need);
+:class:`CatalogIndex` streams the items back grouped by location for every exporter and checker,
+so a catalog made by ``seco-data sample`` and one made by ``seco-data import`` are read the same
+way. Memory stays bounded at any catalog size.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from ..errors import CatalogError
+from ..outputs import atomic_path
+from .item import thumbnail_asset
+from .layout import COLLECTION, GEOJSON, INDEX, THUMBNAIL
+
+REBUILD_HINT = "rebuild it with `seco-data catalog rebuild`"
 
 _COLUMNS = [
     "id", "datetime", "platform", "eo:cloud_cover", "seco:location", "seco:season", "seco:scene_id",
@@ -115,11 +125,11 @@ class CatalogIndex:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
-        coll = self.root / "collection.json"
-        self.parquet = self.root / "items.parquet"
+        coll = self.root / COLLECTION
+        self.parquet = self.root / INDEX
         if not coll.is_file() or not self.parquet.is_file():
             raise CatalogError(
-                f"{self.root} is not a seco catalog (no collection.json or items.parquet)",
+                f"{self.root} is not a seco catalog (no {COLLECTION} or {INDEX})",
                 hint="point at the --out folder of `seco-data sample` or `seco-data import`;"
                 " `seco-data catalog rebuild` restores a missing index",
             )
@@ -127,13 +137,7 @@ class CatalogIndex:
             self.collection = json.loads(coll.read_text("utf-8"))
         except (OSError, ValueError) as e:
             raise CatalogError(f"cannot read {coll}: {e}") from None
-        import pyarrow.parquet as pq
-
-        try:
-            self._file = pq.ParquetFile(self.parquet)
-        except Exception as e:  # pyarrow raises several types for broken files
-            raise CatalogError(f"cannot read {self.parquet}: {e}",
-                               hint="rebuild it with `seco-data catalog rebuild`") from None
+        self.index = IndexFile(self.parquet)
 
     @property
     def name(self) -> str:
@@ -141,24 +145,20 @@ class CatalogIndex:
 
     @property
     def n_items(self) -> int:
-        return self._file.metadata.num_rows
+        return self.index.num_rows
 
     @property
     def n_locations(self) -> int:
         """Number of distinct locations (reads one column)."""
         import pyarrow.compute as pc
 
-        return len(pc.unique(self._file.read(columns=["seco:location"]).column(0)))
+        return len(pc.unique(self.index.read(["seco:location"]).column(0)))
 
     def patches(self, batch: int = 4096) -> Iterator[Patch]:
         """Every item, in catalog order (location, then season)."""
-        names = set(self._file.schema_arrow.names)
-        missing = [c for c in _COLUMNS if c not in names]
-        if missing:
-            raise CatalogError(f"{self.parquet} lacks the columns {', '.join(missing)}",
-                               hint="rebuild it with `seco-data catalog rebuild`")
+        self.index.require(_COLUMNS)
         try:
-            for rb in self._file.iter_batches(batch_size=batch, columns=_COLUMNS):
+            for rb in self.index.iter_batches(_COLUMNS, batch):
                 cols = {c: rb.column(c).to_pylist() for c in _COLUMNS}
                 for i in range(rb.num_rows):
                     assets = cols["assets"][i] or {}
@@ -179,8 +179,7 @@ class CatalogIndex:
                         assets=tuple(built),
                     )
         except OSError as e:
-            raise CatalogError(f"cannot read {self.parquet}: {e}",
-                               hint="rebuild it with `seco-data catalog rebuild`") from None
+            raise CatalogError(f"cannot read {self.parquet}: {e}", hint=REBUILD_HINT) from None
 
     def locations(self) -> Iterator[Location]:
         """Items grouped by location (the index is ordered by location)."""
@@ -193,8 +192,141 @@ class CatalogIndex:
             if not current:
                 if p.location in seen:
                     raise CatalogError(f"{self.parquet} is not ordered by location (location {p.location} recurs)",
-                                       hint="rebuild it with `seco-data catalog rebuild`")
+                                       hint=REBUILD_HINT)
                 seen.add(p.location)
             current.append(p)
         if current:
             yield Location(current[0].location, tuple(sorted(current, key=lambda q: q.season)))
+
+
+# -- the file ---------------------------------------------------------------------------------------
+
+
+class IndexFile:
+    """An opened ``items.parquet``: schema, row count, columns, batches and row groups on demand.
+
+    Every read error is a :class:`CatalogError` naming the file, with the hint to rebuild it.
+    """
+
+    def __init__(self, path: str | Path):
+        import pyarrow.parquet as pq
+
+        self.path = Path(path)
+        try:
+            st = self.path.stat()
+            self.stamp = (st.st_mtime_ns, st.st_size)
+            self.file = pq.ParquetFile(self.path)
+        except FileNotFoundError:
+            raise CatalogError(f"no {self.path.name} in {self.path.parent}",
+                               hint="restore it with `seco-data catalog rebuild`") from None
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for broken files
+            raise CatalogError(f"cannot read {self.path}: {' '.join(str(e).split())}", hint=REBUILD_HINT) from None
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.file.schema_arrow.names)
+
+    @property
+    def num_rows(self) -> int:
+        return self.file.metadata.num_rows
+
+    def row_group_sizes(self) -> list[int]:
+        md = self.file.metadata
+        return [md.row_group(i).num_rows for i in range(md.num_row_groups)]
+
+    def _guard(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except CatalogError:
+            raise
+        except Exception as e:  # noqa: BLE001 - pyarrow raises several types for broken files
+            raise CatalogError(f"cannot read {self.path}: {' '.join(str(e).split())}", hint=REBUILD_HINT) from None
+
+    def require(self, columns: Iterable[str]) -> None:
+        missing = [c for c in columns if c not in self.names]
+        if missing:
+            raise CatalogError(f"{self.path} lacks the columns {', '.join(missing)}", hint=REBUILD_HINT)
+
+    def read(self, columns: list[str] | None = None):
+        """A pyarrow Table of ``columns`` (those present; all when None)."""
+        if columns is not None:
+            columns = [c for c in columns if c in self.names]
+        return self._guard(self.file.read, columns=columns)
+
+    def iter_batches(self, columns: list[str] | None = None, batch_size: int = 4096):
+        it = self._guard(self.file.iter_batches, batch_size=batch_size, columns=columns)
+        while True:
+            batch = self._guard(next, it, None)
+            if batch is None:
+                return
+            yield batch
+
+    def read_row_group(self, g: int):
+        return self._guard(self.file.read_row_group, g)
+
+
+def items_of(table) -> Iterator[dict]:
+    """Item dicts (as stored: hrefs relative to the catalog root) of rows of the index."""
+    from stac_geoparquet.arrow import stac_table_to_items
+
+    yield from stac_table_to_items(table)
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def rebase(item: dict, folder: str) -> dict:
+    """The item as seen from the catalog root: hrefs relative to ``OUT`` instead of the item's own
+    folder ``OUT/<folder>``, plus a ``self`` link. This is the form stored in ``items.parquet``."""
+    def up(href: str) -> str:
+        if "://" in href or href.startswith("/"):
+            return href
+        return posixpath.normpath(posixpath.join(folder, href))
+
+    out = dict(item)
+    out["assets"] = {k: {**a, "href": "./" + up(a["href"])} for k, a in item["assets"].items()}
+    links = [{**link, "href": "./" + up(link["href"])} for link in item["links"] if link["rel"] != "self"]
+    out["links"] = [{"rel": "self", "href": f"./{folder}/{item['id']}.json", "type": GEOJSON}] + links
+    return out
+
+
+def write_index(items: Iterable[dict], path: str | Path, chunk: int = 5000) -> int:
+    """Stream items (in their :func:`rebase` form) into a stac-geoparquet file, atomically; return
+    how many were written. An empty stream removes the file.
+
+    Our items are homogeneous, so the Arrow schema inferred from the first chunk holds for all of
+    them and the rest streams through in chunks: memory stays bounded at any catalog size. The one
+    exception is the ``thumbnail`` asset, which items of catalogs made before thumbnails (or whose
+    thumbnail failed) lack: each chunk is converted together with a probe item that has one, and
+    the probe is dropped, so every chunk has the same schema; items without a thumbnail hold a null
+    there, which stac-geoparquet reads back as no asset and :class:`CatalogIndex` skips.
+    """
+    import pyarrow as pa
+    from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
+
+    path = Path(path)
+    count = 0
+
+    def batches():
+        nonlocal count
+        it = iter(items)
+        while group := list(itertools.islice(it, chunk)):
+            count += len(group)
+            probe = {**group[-1], "assets": {**group[-1]["assets"], THUMBNAIL: _PROBE_THUMBNAIL}}
+            # one batch of group + probe ("FirstBatch": "FullFile" logs with a format bug at DEBUG level)
+            batch = parse_stac_items_to_arrow(group + [probe], chunk_size=len(group) + 1,
+                                              schema="FirstBatch").read_next_batch()
+            yield batch.slice(0, len(group))
+
+    stream = batches()
+    first = next(stream, None)
+    if first is None:
+        path.unlink(missing_ok=True)
+        return 0
+    with atomic_path(path) as tmp:
+        to_parquet(pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], stream)), tmp,
+                   compression="zstd")
+    return count
+
+
+_PROBE_THUMBNAIL = thumbnail_asset("./probe_thumb.png", "0" * 64, 0)

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CatalogError
+from .index import IndexFile
+from .layout import COLLECTION, INDEX
 
 CLOUD_BINS = [0, 5, 10, 20, 30, 50, 75, 100]  # scene cloud, percent
 CLOUD_LABELS = ["0-5%", "5-10%", "10-20%", "20-30%", "30-50%", "50-75%", "75-100%"]
@@ -24,10 +26,8 @@ def _histogram(values: np.ndarray, edges: list[float], labels: list[str]) -> lis
 
 def catalog_info(root: str | Path) -> dict:
     """Summary of the catalog in ``root`` (reads ``collection.json`` and ``items.parquet``)."""
-    import pyarrow.parquet as pq
-
     root = Path(root)
-    coll_path = root / "collection.json"
+    coll_path = root / COLLECTION
     if not coll_path.is_file():
         raise CatalogError(f"no collection.json in {root}", hint="point at the --out folder of seco-data sample")
     try:
@@ -35,12 +35,11 @@ def catalog_info(root: str | Path) -> dict:
     except (OSError, ValueError) as e:
         raise CatalogError(f"cannot read {coll_path}: {e}") from None
     cols = ["datetime", "eo:cloud_cover", "seco:cloud_fraction", "seco:valid_fraction", "seco:location", "seco:season"]
-    parquet = root / "items.parquet"
+    parquet = root / INDEX
     if parquet.exists():
-        try:
-            t = pq.read_table(parquet, columns=cols)
-        except Exception as e:  # pyarrow raises several types for broken files
-            raise CatalogError(f"cannot read {parquet}: {e}", hint="rebuild it with `seco-data catalog rebuild`") from None
+        index = IndexFile(parquet)
+        index.require(cols)
+        t = index.read(cols)
         data = {c: t.column(c).to_numpy(zero_copy_only=False) for c in cols}
     else:
         data = {c: np.array([]) for c in cols}

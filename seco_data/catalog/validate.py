@@ -13,6 +13,7 @@ from typing import Iterator
 from urllib.parse import urldefrag, urlsplit
 
 from ..errors import CatalogError
+from .layout import CATALOG
 
 CORE = {
     "Feature": "https://schemas.stacspec.org/v{v}/item-spec/json-schema/item.json",
@@ -94,7 +95,7 @@ def validate_catalog(root: str | Path, schema_root: str | Path | None = None) ->
     if not schema_root:
         raise CatalogError("no schema folder given", hint="pass --schemas DIR or set SECO_STAC_SCHEMAS")
     v = SchemaValidator(schema_root)
-    root_file = Path(root) / "catalog.json"
+    root_file = Path(root) / CATALOG
     if not root_file.is_file():
         raise CatalogError(f"no catalog.json in {root}", hint="point at the --out folder of seco-data sample")
     n, problems = 0, []

@@ -1,290 +1,156 @@
-"""The STAC catalog of a collection run, written incrementally and in linear time.
+"""Writing the catalog tree, in linear time and bounded memory.
 
-Layout (self-contained, relative links)::
-
-    OUT/catalog.json                         root Catalog (what pystac-client and STAC Browser open)
-    OUT/collection.json                      the Collection: extent, summaries, recipe, stats
-    OUT/items.parquet                        stac-geoparquet index of every item
-    OUT/<shard:04d>/catalog.json             sub-catalog of at most 10,000 items
-    OUT/<shard:04d>/<loc:07d>/<item>.json    one Item per patch (location x season)
-    OUT/<shard:04d>/<loc:07d>/<item>_10m.tif one GeoTIFF per resolution group
-    OUT/<shard:04d>/<loc:07d>/<item>_thumb.png true-colour quicklook (asset ``thumbnail``)
-
-Items are plain JSON written as each location completes (pystac's ``normalize_hrefs`` + ``save`` is
-quadratic in items per parent); sub-catalogs, the collection and the parquet index are rebuilt from
-the ledger at the end of a run with one pass over it. Items follow STAC 1.1 with the eo 2.0,
-projection 2.0, raster 2.0 and file 2.1 extensions; seco's own fields use the ``seco:`` prefix.
+Item JSONs are written as each location completes (:func:`write_location_items`; pystac's
+``normalize_hrefs`` + ``save`` is quadratic in items per parent). :func:`write_catalog` then writes,
+in one pass over the items (ordered by location, then season): ``items.parquet``, one sub-catalog
+per part as soon as the part is complete, the collection (extent and summaries accumulated on the
+way) and the root catalog. Every file is written atomically.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-import os
-import posixpath
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .. import __version__
-from ..bands import BANDS
-from ..errors import CatalogError
-from ..geotiff import write_atomic
-from ..sample.ledger import Ledger, PatchRow
-
-STAC_VERSION = "1.1.0"
-EXTENSIONS = [
-    "https://stac-extensions.github.io/eo/v2.0.0/schema.json",
-    "https://stac-extensions.github.io/projection/v2.0.0/schema.json",
-    "https://stac-extensions.github.io/raster/v2.0.0/schema.json",
-    "https://stac-extensions.github.io/file/v2.1.0/schema.json",
-]
-ITEMS_PER_CATALOG = 10_000
-GEOTIFF = "image/tiff; application=geotiff"
+from ..outputs import write_json
+from .index import INDEX, rebase, write_index
+from .layout import (CATALOG, COLLECTION, GEOJSON, JSON, STAC_VERSION, item_file, location_dir, locations_per_part,
+                     part_dir)
 
 
-def locations_per_shard(seasons: int) -> int:
-    return max(1, ITEMS_PER_CATALOG // seasons)
+@dataclass(frozen=True)
+class CollectionMeta:
+    """What the collection says beyond its items: name, seasons, source, recipe, stats, providers, licence."""
+
+    name: str
+    seasons: int
+    source: dict  # {name, product, synthetic, ...}
+    recipe: dict
+    stats: dict
+    providers: list
+    license: str
 
 
-def shard_dir(location: int, seasons: int) -> str:
-    return f"{location // locations_per_shard(seasons):04d}"
+def write_location_items(root: Path, location: int, seasons: int, items: Iterable[dict]) -> None:
+    """Write the item JSONs of one location into its folder (created if needed), atomically."""
+    folder = Path(root) / location_dir(location, seasons)
+    folder.mkdir(parents=True, exist_ok=True)
+    for item in items:
+        write_json(folder / item_file(item["id"]), item, indent=None)
 
 
-def location_dir(location: int, seasons: int) -> str:
-    return f"{shard_dir(location, seasons)}/{location:07d}"
+def write_catalog(root: str | Path, items: Iterable[dict], meta: CollectionMeta) -> dict:
+    """Write ``items.parquet``, the sub-catalogs, the collection and the root catalog of ``root`` from
+    ``items`` (item dicts as in their JSON files, ordered by location then season); return the collection."""
+    root = Path(root)
+    parts = _Parts(root, meta)
+    agg = _Aggregate()
 
-
-def item_id(name: str, location: int, season: int) -> str:
-    return f"{name}-{location:07d}-s{season}"
-
-
-def asset_name(item: str, resolution: int) -> str:
-    return f"{item}_{resolution}m.tif"
-
-
-#: key, file name suffix and ledger role of the true-colour quicklook (see :mod:`seco_data.catalog.thumbnails`)
-THUMBNAIL = "thumbnail"
-
-
-def thumbnail_name(item: str) -> str:
-    return f"{item}_thumb.png"
-
-
-def thumbnail_asset(href: str, sha256: str, size: int) -> dict:
-    """The STAC asset of an item's PNG quicklook (``href`` relative to the item, like its data assets)."""
-    return {
-        "href": href,
-        "type": "image/png",
-        "title": "True-colour quicklook (B04, B03, B02)",
-        "roles": [THUMBNAIL],
-        "file:checksum": "1220" + sha256,
-        "file:size": size,
-    }
-
-
-def dump_json(path: Path, obj: dict) -> None:
-    write_atomic(path, (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode())
-
-
-def _iso(t: str | dt.datetime) -> str:
-    if isinstance(t, str):
-        t = dt.datetime.fromisoformat(t)
-    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def build_item(row: PatchRow, *, collection: str, source: dict, scale: float) -> dict:
-    """The STAC Item of one patch, as a dict (deterministic: same row, same JSON)."""
-    ring = row.grid.footprint_lonlat()
-    lons = [p[0] for p in ring]
-    lats = [p[1] for p in ring]
-    left, bottom, right, top = row.grid.bounds
-    assets = {}
-    for a in row.assets:
-        if a.get("role") == THUMBNAIL:  # ledger entry {role, href, sha256, size}: not a raster
-            assets[THUMBNAIL] = thumbnail_asset("./" + a["href"], a["sha256"], a["size"])
-            continue
-        res = a["resolution"]
-        h, w = row.grid.shape(res)
-        assets[f"data_{res}m"] = {
-            "href": "./" + a["href"],
-            "type": GEOTIFF,
-            "title": f"{res} m bands: {' '.join(a['bands'])}",
-            "roles": ["data"],
-            "gsd": float(res),
-            "data_type": "uint16",
-            "nodata": 0,
-            "proj:code": f"EPSG:{row.grid.epsg}",
-            "proj:shape": [h, w],
-            "proj:transform": [float(res), 0.0, float(left), 0.0, -float(res), float(top)],
-            "proj:bbox": [float(left), float(bottom), float(right), float(top)],
-            "raster:scale": scale,
-            "raster:offset": 0.0,
-            "raster:spatial_resolution": float(res),
-            "file:checksum": "1220" + a["sha256"],
-            "file:size": a["size"],
-            "bands": [
-                {
-                    "name": b,
-                    "description": BANDS[b].description,
-                    "eo:common_name": BANDS[b].common_name,
-                    "eo:center_wavelength": BANDS[b].center_wavelength,
-                    "eo:full_width_half_max": BANDS[b].full_width_half_max,
-                }
-                for b in a["bands"]
-            ],
-        }
-    return {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": EXTENSIONS,
-        "id": row.item_id,
-        "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in ring]]},
-        "bbox": [round(min(lons), 7), round(min(lats), 7), round(max(lons), 7), round(max(lats), 7)],
-        "properties": {
-            "datetime": _iso(row.datetime),
-            "platform": row.platform,
-            "constellation": "sentinel-2",
-            "instruments": ["msi"],
-            "eo:cloud_cover": round(row.scene_cloud, 3),
-            "proj:code": f"EPSG:{row.grid.epsg}",
-            "seco:location": row.location,
-            "seco:season": row.season,
-            "seco:scene_id": row.scene_id,
-            "seco:cloud_fraction": round(row.cloud_fraction, 6),
-            "seco:valid_fraction": round(row.valid_fraction, 6),
-            "seco:window": [_iso(row.window_start), _iso(row.window_end)],
-            "seco:point": [round(row.lon, 7), round(row.lat, 7)],
-            "seco:origin": row.origin,
-            "seco:source": source["name"],
-            "seco:product": source["product"],
-            "seco:synthetic": bool(source["synthetic"]),
-        },
-        "links": [
-            {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
-            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
-            {"rel": "collection", "href": "../../collection.json", "type": "application/json"},
-        ],
-        "assets": assets,
-        "collection": collection,
-    }
-
-
-class CatalogWriter:
-    """Writes items as locations complete and the catalog tree at the end."""
-
-    def __init__(self, root: Path, *, name: str, seasons: int, source: dict, scale: float):
-        self.root = Path(root)
-        self.name = name
-        self.seasons = seasons
-        self.source = source
-        self.scale = scale
-
-    def write_items(self, rows: Iterable[PatchRow]) -> None:
-        made = set()
-        for row in rows:
-            d = self.root / location_dir(row.location, self.seasons)
-            if d not in made:
-                d.mkdir(parents=True, exist_ok=True)
-                made.add(d)
-            dump_json(d / f"{row.item_id}.json", self.item(row))
-
-    def item(self, row: PatchRow) -> dict:
-        return build_item(row, collection=self.name, source=self.source, scale=self.scale)
-
-    def finalize(self, ledger: Ledger, *, recipe: dict, stats: dict, providers: list[dict], license: str) -> dict:
-        """Write sub-catalogs, the collection, the root catalog and ``items.parquet``; return the collection."""
-        items = (self.item(row) for row in ledger.patches())
-        return self.finalize_items(items, recipe=recipe, stats=stats, providers=providers, license=license)
-
-    def finalize_items(self, items: Iterable[dict], *, recipe: dict, stats: dict, providers: list[dict],
-                       license: str) -> dict:
-        """As :meth:`finalize`, from item dicts (whose JSON files are already written), ordered by
-        ``seco:location`` then ``seco:season``."""
-        shards: dict[str, list[str]] = {}
-        agg = _Aggregate()
-        items_iter = self._iter_items(items, shards, agg)
-        write_parquet(items_iter, self.root / "items.parquet")
-        for shard, hrefs in sorted(shards.items()):
-            dump_json(self.root / shard / "catalog.json", self._subcatalog(shard, hrefs))
-        collection = self._collection(agg, sorted(shards), recipe, stats, providers, license)
-        dump_json(self.root / "collection.json", collection)
-        dump_json(self.root / "catalog.json", self._root_catalog())
-        return collection
-
-    def _iter_items(self, items: Iterable[dict], shards: dict, agg: "_Aggregate") -> Iterator[dict]:
+    def indexed() -> Iterator[dict]:
         for item in items:
             agg.add(item)
             location = item["properties"]["seco:location"]
-            shard = shard_dir(location, self.seasons)
-            shards.setdefault(shard, []).append(f"./{location:07d}/{item['id']}.json")
-            yield rebase(item, location_dir(location, self.seasons))
+            parts.add(location, item["id"])
+            yield rebase(item, location_dir(location, meta.seasons))
 
-    def _subcatalog(self, shard: str, hrefs: list[str]) -> dict:
+    write_index(indexed(), root / INDEX)
+    parts.close()
+    collection = _collection(meta, agg, parts.written)
+    write_json(root / COLLECTION, collection, indent=None)
+    write_json(root / CATALOG, _root_catalog(meta.name), indent=None)
+    return collection
+
+
+class _Parts:
+    """Sub-catalogs, each written as soon as the items of its part have all been seen."""
+
+    def __init__(self, root: Path, meta: CollectionMeta):
+        self.root, self.meta = root, meta
+        self.current: str | None = None
+        self.hrefs: list[str] = []
+        self.written: list[str] = []
+
+    def add(self, location: int, item: str) -> None:
+        part = part_dir(location, self.meta.seasons)
+        if part != self.current:
+            self.close()
+            self.current = part
+        self.hrefs.append(f"./{location:07d}/{item_file(item)}")
+
+    def close(self) -> None:
+        if self.current is None:
+            return
+        part, per = self.current, locations_per_part(self.meta.seasons)
         links = [
-            {"rel": "root", "href": "../catalog.json", "type": "application/json"},
-            {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+            {"rel": "root", "href": f"../{CATALOG}", "type": JSON},
+            {"rel": "parent", "href": f"../{COLLECTION}", "type": JSON},
         ]
-        links += [{"rel": "item", "href": h, "type": "application/geo+json"} for h in hrefs]
-        return {
+        links += [{"rel": "item", "href": h, "type": GEOJSON} for h in self.hrefs]
+        (self.root / part).mkdir(parents=True, exist_ok=True)
+        write_json(self.root / part / CATALOG, {
             "type": "Catalog",
             "stac_version": STAC_VERSION,
-            "id": f"{self.name}-{shard}",
-            "title": f"{self.name} items, part {shard}",
-            "description": f"Items of locations {int(shard) * locations_per_shard(self.seasons)} to "
-            f"{(int(shard) + 1) * locations_per_shard(self.seasons) - 1} of {self.name}.",
+            "id": f"{self.meta.name}-{part}",
+            "title": f"{self.meta.name} items, part {part}",
+            "description": f"Items of locations {int(part) * per} to {(int(part) + 1) * per - 1} of {self.meta.name}.",
             "links": links,
-        }
+        }, indent=None)
+        self.written.append(part)
+        self.current, self.hrefs = None, []
 
-    def _root_catalog(self) -> dict:
-        return {
-            "type": "Catalog",
-            "stac_version": STAC_VERSION,
-            "id": f"{self.name}-catalog",
-            "title": f"{self.name} (seco)",
-            "description": f"Root of the {self.name} seasonal Sentinel-2 dataset collected with seco.",
-            "links": [
-                {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-                {"rel": "child", "href": "./collection.json", "type": "application/json", "title": self.name},
-            ],
-        }
 
-    def _collection(self, agg, shards, recipe, stats, providers, license) -> dict:
-        links = [
-            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
-            {"rel": "parent", "href": "./catalog.json", "type": "application/json"},
-        ]
-        links += [{"rel": "child", "href": f"./{s}/catalog.json", "type": "application/json"} for s in shards]
-        if license == "other":
-            links.append({
-                "rel": "license",
-                "href": "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice",
-                "title": "Legal notice on the use of Copernicus Sentinel Data and Service Information",
-            })
-        synthetic = bool(self.source["synthetic"])
-        return {
-            "type": "Collection",
-            "stac_version": STAC_VERSION,
-            "stac_extensions": [],
-            "id": self.name,
-            "title": f"{self.name}: seasonal Sentinel-2 {self.source['product']} patches"
-            + (" (synthetic)" if synthetic else ""),
-            "description": recipe.get("description") or f"Seasonal Sentinel-2 patches collected with seco ({self.name}).",
-            "keywords": ["sentinel-2", "seasonal contrast", "self-supervised learning"]
-            + (["synthetic"] if synthetic else []),
-            "license": license,
-            "providers": providers,
-            "extent": {
-                "spatial": {"bbox": [agg.bbox or [-180.0, -90.0, 180.0, 90.0]]},
-                "temporal": {"interval": [[agg.start, agg.end]]},
-            },
-            "summaries": agg.summaries(),
-            "links": links,
-            "seco:recipe": recipe,
-            "seco:seed": recipe.get("seed"),
-            "seco:software": {"name": "seco", "version": __version__},
-            "seco:source": self.source,
-            "seco:stats": stats,
-        }
+def _root_catalog(name: str) -> dict:
+    return {
+        "type": "Catalog",
+        "stac_version": STAC_VERSION,
+        "id": f"{name}-catalog",
+        "title": f"{name} (seco)",
+        "description": f"Root of the {name} seasonal Sentinel-2 dataset collected with seco.",
+        "links": [
+            {"rel": "root", "href": f"./{CATALOG}", "type": JSON},
+            {"rel": "child", "href": f"./{COLLECTION}", "type": JSON, "title": name},
+        ],
+    }
+
+
+def _collection(meta: CollectionMeta, agg: "_Aggregate", parts: list[str]) -> dict:
+    links = [
+        {"rel": "root", "href": f"./{CATALOG}", "type": JSON},
+        {"rel": "parent", "href": f"./{CATALOG}", "type": JSON},
+    ]
+    links += [{"rel": "child", "href": f"./{s}/{CATALOG}", "type": JSON} for s in parts]
+    if meta.license == "other":
+        links.append({
+            "rel": "license",
+            "href": "https://sentinels.copernicus.eu/documents/247904/690755/Sentinel_Data_Legal_Notice",
+            "title": "Legal notice on the use of Copernicus Sentinel Data and Service Information",
+        })
+    synthetic = bool(meta.source.get("synthetic"))
+    return {
+        "type": "Collection",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": [],
+        "id": meta.name,
+        "title": f"{meta.name}: seasonal Sentinel-2 {meta.source.get('product')} patches"
+        + (" (synthetic)" if synthetic else ""),
+        "description": meta.recipe.get("description") or f"Seasonal Sentinel-2 patches collected with seco ({meta.name}).",
+        "keywords": ["sentinel-2", "seasonal contrast", "self-supervised learning"] + (["synthetic"] if synthetic else []),
+        "license": meta.license,
+        "providers": meta.providers,
+        "extent": {
+            "spatial": {"bbox": [agg.bbox or [-180.0, -90.0, 180.0, 90.0]]},
+            "temporal": {"interval": [[agg.start, agg.end]]},
+        },
+        "summaries": agg.summaries(),
+        "links": links,
+        "seco:recipe": meta.recipe,
+        "seco:seed": meta.recipe.get("seed"),
+        "seco:software": {"name": "seco", "version": __version__},
+        "seco:source": meta.source,
+        "seco:stats": meta.stats,
+    }
 
 
 class _Aggregate:
@@ -331,85 +197,4 @@ class _Aggregate:
         return s
 
 
-def location_items(folder: Path) -> list[dict]:
-    """The item JSONs of one location folder, by season, as ``items.parquet`` indexes them (unknown
-    ``platform`` / ``eo:cloud_cover`` as nulls, so those columns always exist). For catalogs indexed
-    from their files (imports, ``catalog thumbnails``) rather than from a ledger."""
-    items = []
-    for p in folder.glob("*.json"):
-        try:
-            items.append(json.loads(p.read_text("utf-8")))
-        except (OSError, ValueError) as e:
-            raise CatalogError(f"cannot read {p}: {e}", hint="restore or remove the item, then rerun") from None
-    if not all(isinstance(i.get("properties"), dict) and "seco:season" in i["properties"] for i in items):
-        raise CatalogError(f"an item in {folder} is not a seco item (no seco:season)",
-                           hint="restore or remove the item, then rerun")
-    items.sort(key=lambda i: i["properties"]["seco:season"])
-    for item in items:
-        item["properties"].setdefault("platform", None)
-        item["properties"].setdefault("eo:cloud_cover", None)
-    return items
-
-
-def rebase(item: dict, folder: str) -> dict:
-    """The item as seen from the catalog root: hrefs relative to ``OUT`` instead of the item's own
-    folder ``OUT/<folder>``, plus a ``self`` link. This is the form stored in ``items.parquet``, so a
-    row alone locates its item JSON and its files."""
-    def up(href: str) -> str:
-        if "://" in href or href.startswith("/"):
-            return href
-        return posixpath.normpath(posixpath.join(folder, href))
-
-    out = dict(item)
-    out["assets"] = {k: {**a, "href": "./" + up(a["href"])} for k, a in item["assets"].items()}
-    links = [{**link, "href": "./" + up(link["href"])} for link in item["links"] if link["rel"] != "self"]
-    out["links"] = [{"rel": "self", "href": f"./{folder}/{item['id']}.json", "type": "application/geo+json"}] + links
-    return out
-
-
-def write_parquet(items: Iterator[dict], path: Path, chunk: int = 5000) -> int:
-    """Stream items into a stac-geoparquet file (atomically); return how many were written.
-
-    Our items are homogeneous, so the Arrow schema inferred from the first chunk holds for all of
-    them and the rest streams through in chunks: memory stays bounded at any catalog size. The one
-    exception is the ``thumbnail`` asset, which items of catalogs made before thumbnails (or whose
-    thumbnail failed) lack: each chunk is converted together with a probe item that has one, and
-    the probe is dropped, so every chunk has the same schema; items without a thumbnail hold a null
-    there, which stac-geoparquet reads back as no asset and :class:`seco_data.catalog.index.CatalogIndex`
-    skips.
-    """
-    import itertools
-
-    import pyarrow as pa
-    from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
-
-    count = 0
-
-    def batches():
-        nonlocal count
-        it = iter(items)
-        while group := list(itertools.islice(it, chunk)):
-            count += len(group)
-            probe = {**group[-1], "assets": {**group[-1]["assets"], THUMBNAIL: _PROBE_THUMBNAIL}}
-            # one batch of group + probe ("FirstBatch": "FullFile" logs with a format bug at DEBUG level)
-            batch = parse_stac_items_to_arrow(group + [probe], chunk_size=len(group) + 1,
-                                              schema="FirstBatch").read_next_batch()
-            yield batch.slice(0, len(group))
-
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        stream = batches()
-        first = next(stream, None)
-        if first is not None:
-            to_parquet(pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], stream)), tmp,
-                       compression="zstd")
-            os.replace(tmp, path)
-        elif path.exists():
-            path.unlink()
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return count
-
-
-_PROBE_THUMBNAIL = thumbnail_asset("./probe_thumb.png", "0" * 64, 0)
+__all__ = ["CollectionMeta", "write_catalog", "write_location_items", "__version__"]

@@ -1,1 +1,8 @@
-"""."""
+"""Exports of a catalog: WebDataset shards (:mod:`.webdataset`) and the SeCo folder layout
+(:mod:`.seco_layout`); :mod:`.reader` streams shards back, :mod:`.verify` proves them whole."""
+
+#: export formats -> the options (keyword arguments of their export function) that apply to each
+FORMATS: dict[str, tuple[str, ...]] = {
+    "webdataset": ("bands", "maxcount", "maxsize", "seed", "seasons", "resample_10m", "prefix"),
+    "seco": ("bands", "bits", "compress", "preview"),
+}

@@ -10,7 +10,7 @@ that exporters read it through :class:`seco_data.catalog.index.CatalogIndex` lik
 """
 
 from .layouts import KINDS, PRODUCTS, Layout, find_layout, list_locations
-from .run import ImportProgress, ImportReport, SkippedLocation, import_dataset
+from .run import ImportReport, SkippedLocation, import_dataset
 
-__all__ = ["KINDS", "PRODUCTS", "ImportProgress", "ImportReport", "Layout", "SkippedLocation", "find_layout",
+__all__ = ["KINDS", "PRODUCTS", "ImportReport", "Layout", "SkippedLocation", "find_layout",
            "import_dataset", "list_locations"]

@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..bands import BANDS, group_by_resolution
-from ..errors import OutputError
+from ..bands import group_by_resolution
+from ..catalog.item import ItemSpec, RasterFile, build_item
+from ..catalog.layout import asset_name, item_file, item_id, location_dir
+from ..errors import OutputError, disk_full, is_disk_full
 from ..geotiff import encode_raster
-from ..catalog.writer import EXTENSIONS, GEOTIFF, STAC_VERSION, _iso, asset_name, dump_json, item_id, location_dir
+from ..outputs import fsync_dir, write_atomic, write_json
 from .layouts import Layout, Scene, Skip, scene_of
 
 PATCH_M = 2640
@@ -92,78 +94,43 @@ def _write_location(layout: Layout, location: int, folder: str, out: Path, encod
         for season, (scene, files, geo, valid) in enumerate(encoded):
             iid = item_id(layout.name, location, season)
             for res, e in files:
-                (tmp / asset_name(iid, res)).write_bytes(e.data)
-            dump_json(tmp / f"{iid}.json", build_item(layout, location, folder, season, scene, files, geo, valid))
+                write_atomic(tmp / asset_name(iid, res), e.data)
+            write_json(tmp / item_file(iid), build_item(item_spec(layout, location, folder, season, scene, files, geo,
+                                                                  valid)), indent=None)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(tmp, final)
+        fsync_dir(final.parent)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
+        if is_disk_full(e):
+            raise disk_full(final, e) from None
         raise OutputError(f"cannot write location {location} into {out}: {e.strerror or e}",
-                          hint="free space or fix permissions, then rerun to resume") from None
+                          hint="fix the folder's permissions, then rerun to resume") from None
     return len(encoded)
 
 
-def _band_entries(bands) -> list[dict]:
-    return [{"name": b, "description": BANDS[b].description, "eo:common_name": BANDS[b].common_name,
-             "eo:center_wavelength": BANDS[b].center_wavelength,
-             "eo:full_width_half_max": BANDS[b].full_width_half_max} for b in bands]
-
-
-def _bounds(t, h: int, w: int) -> list[float]:
+def _bounds(t, h: int, w: int) -> tuple[float, float, float, float]:
     xs, ys = (t.c, t.c + t.a * w), (t.f, t.f + t.e * h)
-    return [min(xs), min(ys), max(xs), max(ys)]
+    return (min(xs), min(ys), max(xs), max(ys))
 
 
-def build_item(layout: Layout, location: int, folder: str, season: int, scene: Scene, files, geo, valid: float) -> dict:
-    """The STAC Item of one imported scene (the properties of :func:`seco_data.stac.build_item`;
-    unknown platform and scene cloud are left out, ``seco:cloud_fraction`` is null)."""
+def item_spec(layout: Layout, location: int, folder: str, season: int, scene: Scene, files, geo,
+              valid: float) -> ItemSpec:
+    """The item of one imported scene: unknown platform and scene cloud are left out,
+    ``seco:cloud_fraction`` is null, and the item says where it came from."""
     iid = item_id(layout.name, location, season)
-    assets = {}
+    rasters = []
     for res, e in files:
         t = geo[res]
         h = w = PATCH_M // res
-        asset = {
-            "href": "./" + asset_name(iid, res), "type": GEOTIFF, "title": f"{res} m bands: {' '.join(e.bands)}",
-            "roles": ["data"], "gsd": float(res), "data_type": layout.dtype,
-            **({"nodata": layout.nodata} if layout.nodata is not None else {}),
-            "proj:code": "EPSG:4326", "proj:shape": [h, w], "proj:transform": [t.a, t.b, t.c, t.d, t.e, t.f],
-            "proj:bbox": _bounds(t, h, w), "raster:scale": layout.scale, "raster:offset": 0.0,
-            "raster:spatial_resolution": float(res), "file:checksum": "1220" + e.sha256, "file:size": e.size,
-            "bands": _band_entries(e.bands),
-        }
-        assets[f"data_{res}m"] = asset
-    w, s, e, n = assets["data_10m"]["proj:bbox"]
-    props = {"datetime": _iso(scene.datetime)}
-    if scene.platform:
-        props["platform"] = scene.platform
-    props.update({"constellation": "sentinel-2", "instruments": ["msi"]})
-    if scene.cloud is not None:
-        props["eo:cloud_cover"] = round(scene.cloud, 3)
-    props.update({
-        "proj:code": "EPSG:4326",
-        "seco:location": location,
-        "seco:season": season,
-        "seco:scene_id": scene.scene_id,
-        "seco:cloud_fraction": None,
-        "seco:valid_fraction": round(valid, 6),
-        "seco:point": [round((w + e) / 2, 7), round((s + n) / 2, 7)],
-        "seco:source": layout.source,
-        "seco:product": layout.product,
-        "seco:synthetic": False,
-        "seco:imported_from": layout.layout,
-        "seco:source_folder": f"{folder}/{scene.folder.name}",
-    })
-    ring = [[w, s], [e, s], [e, n], [w, n], [w, s]]
-    return {
-        "type": "Feature", "stac_version": STAC_VERSION, "stac_extensions": EXTENSIONS, "id": iid,
-        "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in ring]]},
-        "bbox": [round(w, 7), round(s, 7), round(e, 7), round(n, 7)],
-        "properties": props,
-        "links": [
-            {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
-            {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
-            {"rel": "collection", "href": "../../collection.json", "type": "application/json"},
-        ],
-        "assets": assets,
-        "collection": layout.name,
-    }
+        rasters.append(RasterFile(href=asset_name(iid, res), resolution=res, bands=tuple(e.bands), sha256=e.sha256,
+                                  size=e.size, crs="EPSG:4326", shape=(h, w), transform=(t.a, t.b, t.c, t.d, t.e, t.f),
+                                  bbox=_bounds(t, h, w), dtype=layout.dtype, nodata=layout.nodata, scale=layout.scale))
+    w, s, e, n = rasters[0].bbox
+    source = {"name": layout.source, "product": layout.product, "synthetic": False}
+    return ItemSpec(
+        collection=layout.name, item_id=iid, location=location, season=season, datetime=scene.datetime,
+        ring=[(w, s), (e, s), (e, n), (w, n), (w, s)], crs="EPSG:4326", rasters=tuple(rasters), source=source,
+        scene_id=scene.scene_id, valid_fraction=valid, point=((w + e) / 2, (s + n) / 2),
+        platform=scene.platform, scene_cloud=scene.cloud, cloud_fraction=None,
+        extra={"seco:imported_from": layout.layout, "seco:source_folder": f"{folder}/{scene.folder.name}"})

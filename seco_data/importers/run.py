@@ -2,42 +2,25 @@
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import json
 import logging
-import multiprocessing as mp
-import os
 import shutil
-import signal
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
-from .. import __version__
-from ..errors import IncompleteError, OutputError, UsageError
-from ..lock import LOCK, lock_output
-from ..catalog.writer import CatalogWriter, dump_json, location_dir, location_items
+from .. import jobs
+from ..catalog.layout import is_part_name
+from ..catalog.rebuild import file_items
+from ..catalog.writer import CollectionMeta, write_catalog
+from ..errors import IncompleteError, UsageError
+from ..outputs import claim_output
 from .convert import TMP, convert_location
 from .layouts import Layout, Skip, find_layout, list_locations
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "import.json"
 COPERNICUS = {"name": "ESA", "roles": ["producer", "licensor"], "url": "https://sentinel.esa.int/"}
-
-
-@dataclass(frozen=True)
-class ImportProgress:
-    """Handed to the progress callback after every location."""
-
-    total: int
-    done: int  # resumed + imported + skipped
-    imported: int
-    resumed: int
-    skipped: int
 
 
 @dataclass(frozen=True)
@@ -79,43 +62,17 @@ class ImportReport:
         }
 
 
-def _manifest(layout: Layout) -> dict:
+def identity(layout: Layout) -> dict:
+    """What makes two imports the same output (``--limit``, like ``--n``, only changes its size)."""
     return {"kind": layout.kind, "src": str(layout.root.resolve()), "product": layout.product, "name": layout.name}
-
-
-def _prepare_out(out: Path, layout: Layout, overwrite: bool) -> None:
-    """Refuse an OUT with foreign content or another import (unless ``overwrite``); write the manifest."""
-    want = _manifest(layout)
-    path = out / MANIFEST
-    if path.exists():
-        try:
-            have = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError) as e:
-            raise OutputError(f"cannot read {path}: {e}", hint="move the folder aside or choose another --out") from None
-        diff = [k for k in want if have.get(k) != want[k]]
-        if diff and not overwrite:
-            raise UsageError(
-                f"{out} holds an import of {have.get('kind')} {have.get('src')} ({', '.join(diff)} differ)",
-                hint="rerun with the original arguments to resume, pass --overwrite to replace it, or choose another --out")
-        if diff or overwrite:
-            log.info("overwriting the import in %s", out)
-            for p in out.iterdir():
-                if p.name != LOCK:
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-    else:
-        others = sorted(p.name for p in out.iterdir() if p.name not in (LOCK, TMP))
-        if others:
-            raise OutputError(f"{out} is not empty and holds no seco-data import ({', '.join(others[:3])} ...)",
-                              hint="choose an empty or new folder with --out (--overwrite replaces only an earlier import)")
-    dump_json(path, {**want, "software": {"name": "seco", "version": __version__}})
 
 
 def _finished(out: Path) -> dict[int, Path]:
     """Location folders already in OUT (each was renamed into place complete)."""
     found = {}
-    for shard in out.iterdir():
-        if shard.is_dir() and shard.name.isdigit():
-            for loc in shard.iterdir():
+    for part in out.iterdir():
+        if part.is_dir() and is_part_name(part.name):
+            for loc in part.iterdir():
                 if loc.is_dir() and loc.name.isdigit():
                     found[int(loc.name)] = loc
     return found
@@ -129,7 +86,7 @@ def import_dataset(
     product: str | None = None,
     workers: int = 1,
     overwrite: bool = False,
-    progress: Callable[[ImportProgress], None] | None = None,
+    progress: jobs.ProgressFn | None = None,
     limit: int | None = None,
 ) -> ImportReport:
     """Import the released ``kind`` layout (``seco`` or ``ssl4eo``) at ``src`` as a catalog in ``out``.
@@ -138,8 +95,7 @@ def import_dataset(
     ``limit`` keeps the first N locations (by number). Locations already in ``out`` are kept (resume);
     unusable ones are skipped and counted by reason. Raises :class:`IncompleteError` when none is usable.
     """
-    if workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {workers}")
+    jobs.check_workers(workers)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
     t0 = time.perf_counter()
@@ -147,14 +103,8 @@ def import_dataset(
     out = Path(out).expanduser()
     if out.resolve() == layout.root.resolve() or layout.root.resolve() in out.resolve().parents:
         raise UsageError(f"--out {out} lies inside the source {layout.root}", hint="write the catalog elsewhere")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise OutputError(f"cannot create {out}: {e.strerror or e}",
-                          hint="choose a folder you can write to with --out") from None
-    lock = lock_output(out)
-    try:
-        _prepare_out(out, layout, overwrite)
+    with claim_output(out, kind="import", identity=identity(layout), overwrite=overwrite,
+                      ignore=lambda name: name == TMP):
         shutil.rmtree(out / TMP, ignore_errors=True)  # partial locations of an interrupted run
         selected = list_locations(layout.root)[:limit]
         wanted = {loc for loc, _ in selected}
@@ -164,9 +114,9 @@ def import_dataset(
             if loc not in wanted:  # no longer selected (smaller --limit, or gone from SRC)
                 shutil.rmtree(path)
                 removed += 1
-        for shard in out.iterdir():
-            if shard.is_dir() and shard.name.isdigit() and not any(p.is_dir() for p in shard.iterdir()):
-                shutil.rmtree(shard)
+        for part in out.iterdir():
+            if part.is_dir() and is_part_name(part.name) and not any(p.is_dir() for p in part.iterdir()):
+                shutil.rmtree(part)
         done = {loc for loc in finished if loc in wanted}
         skips: list[SkippedLocation] = []
         seen: set[int] = set()
@@ -187,8 +137,6 @@ def import_dataset(
                 + (", ".join(f"{k} {v}" for k, v in reasons.items()) or "no location folders") + ")",
                 hint="check that the download is complete (run with -v for each location's problem)")
         _finalize(out, layout, locations, len(selected), reasons, limit)
-    finally:
-        os.close(lock)
     skips.sort(key=lambda s: (int(s.folder), s.folder))
     return ImportReport(out, layout.root, kind, layout.name, layout.product, len(selected), len(imported), len(done),
                         removed, len(locations) * layout.seasons, reasons, tuple(skips), time.perf_counter() - t0)
@@ -206,63 +154,28 @@ def _convert(layout: Layout, location: int, folder: str, out: Path) -> tuple[str
     return None
 
 
-def _watch_parent(ppid: int) -> None:
-    while os.getppid() == ppid:
-        time.sleep(0.5)
-    os._exit(1)  # the parent died (kill -9): never outlive it
-
-
-def _init_worker(ppid: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    threading.Thread(target=_watch_parent, args=(ppid,), daemon=True).start()
-
-
 def _run(layout, out, todo, workers, progress, total, resumed, skips) -> list[int]:
-    """Convert ``todo`` locations in this process or ``workers`` processes; return those imported.
+    """Convert ``todo`` locations in this process or in worker processes; return those imported.
 
-    Forked workers share the run's lock on OUT, so a rerun cannot clean up while one still writes.
+    Workers share the run's lock on OUT, so a rerun cannot clean up while one still writes.
     """
     imported: list[int] = []
 
-    def record(loc: int, name: str, result: tuple[str, str] | None) -> None:
-        if result is None:
-            imported.append(loc)
-        else:
-            log.info("skipping location %s: %s: %s", name, *result)
-            skips.append(SkippedLocation(name, *result))
+    def tell():
         if progress:
-            progress(ImportProgress(total, resumed + len(imported) + len(skips), len(imported), resumed, len(skips)))
+            progress(jobs.Progress(resumed + len(imported) + len(skips), total, "location",
+                                   {"imported": len(imported), "resumed": resumed, "skipped": len(skips)}))
 
-    if workers == 1:
-        for loc, name in todo:
-            record(loc, name, _convert(layout, loc, name, out))
-        return imported
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                  initargs=(os.getpid(),))
-    in_flight: dict[cf.Future, tuple[int, str]] = {}
-    queue = iter(todo)
-    try:
-        while True:
-            for loc, name in queue:  # a bounded queue: at most 2 x workers locations dispatched
-                in_flight[pool.submit(_convert, layout, loc, name, out)] = (loc, name)
-                if len(in_flight) >= 2 * workers:
-                    break
-            if not in_flight:
-                break
-            finished, _ = cf.wait(in_flight, return_when=cf.FIRST_COMPLETED)
-            for fut in sorted(finished, key=lambda f: in_flight[f][0]):
-                loc, name = in_flight.pop(fut)
-                record(loc, name, fut.result())
-    finally:  # on an error or Ctrl-C: drop queued work, wait for running locations (each ends renamed or removed)
-        pool.shutdown(wait=True, cancel_futures=True)
+    tell()
+    with jobs.Pool(jobs.cap_workers(workers, "process", max(1, len(todo))), kind="process") as pool:
+        for (_, loc, name, _), result in jobs.run(pool, _convert, ((layout, loc, name, out) for loc, name in todo)):
+            if result is None:
+                imported.append(loc)
+            else:
+                log.info("skipping location %s: %s: %s", name, *result)
+                skips.append(SkippedLocation(name, *result))
+            tell()
     return imported
-
-
-def _items(out: Path, layout: Layout, locations: list[int]) -> Iterator[dict]:
-    for loc in locations:
-        yield from location_items(out / location_dir(loc, layout.seasons))
-
 
 def _finalize(out: Path, layout: Layout, locations: list[int], found: int, reasons: dict, limit: int | None) -> dict:
     if layout.kind == "seco":
@@ -284,12 +197,12 @@ def _finalize(out: Path, layout: Layout, locations: list[int], found: int, reaso
                    "losslessly, lon/lat georeferencing (EPSG:4326) of the source files.")
     recipe = {"name": layout.name, "description": description, "product": layout.product,
               "bands": list(layout.bands), "seasons": {"count": layout.seasons},
-              "import": {**_manifest(layout), "layout": layout.layout, "limit": limit}}
+              "import": {**identity(layout), "layout": layout.layout, "limit": limit}}
     stats = {"requested": found, "locations": len(locations), "items": len(locations) * layout.seasons,
              "candidates": found, "rejections": reasons, "skipped_scenes": {}}
     source = {"name": layout.source, "product": layout.product, "synthetic": False, "imported_from": layout.layout}
     providers = [COPERNICUS, authors, {"name": "seco", "roles": ["processor"],
                                        "description": "Re-encoded losslessly and catalogued by seco-data import."}]
-    writer = CatalogWriter(out, name=layout.name, seasons=layout.seasons, source=source, scale=layout.scale)
-    return writer.finalize_items(_items(out, layout, locations), recipe=recipe, stats=stats, providers=providers,
-                                 license=license)
+    meta = CollectionMeta(name=layout.name, seasons=layout.seasons, source=source, recipe=recipe, stats=stats,
+                          providers=providers, license=license)
+    return write_catalog(out, file_items(out, locations, layout.seasons), meta)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..catalog.layout import THUMBNAIL
 from ..errors import LedgerError
 from ..grid import PatchGrid
 
@@ -76,6 +77,13 @@ class PatchRow:
     lat: float
     origin: str
     grid: PatchGrid
+
+
+def thumbnail_entry(href: str, png: bytes) -> dict:
+    """The thumbnail's entry in a patch's asset list (``href``: the file name beside the item)."""
+    import hashlib
+
+    return {"role": THUMBNAIL, "href": href, "sha256": hashlib.sha256(png).hexdigest(), "size": len(png)}
 
 
 class Ledger:

@@ -174,15 +174,22 @@ class PointSampler(Sampler):
         return Candidate(index, lon, lat, pid)
 
 
+#: sampler name (recipe key ``locations.sampler``) -> how to build it from the recipe's ``locations``
+SAMPLERS = {
+    "cities": lambda spec, seed: CitySampler(seed, spec.top_cities, spec.sigma_km),
+    "aoi": lambda spec, seed: AoiSampler(seed, spec.path),
+    "points": lambda spec, seed: PointSampler(seed, spec.path),
+}
+
+
 def make_sampler(spec, seed: int) -> Sampler:
     """The sampler described by a recipe's ``locations`` section."""
-    if spec.sampler == "cities":
-        return CitySampler(seed, spec.top_cities, spec.sigma_km)
-    if spec.sampler == "aoi":
-        return AoiSampler(seed, spec.path)
-    if spec.sampler == "points":
-        return PointSampler(seed, spec.path)
-    raise RecipeError(f"recipe key 'locations.sampler' is unknown: {spec.sampler!r}")
+    try:
+        build = SAMPLERS[spec.sampler]
+    except KeyError:
+        raise RecipeError(f"recipe key 'locations.sampler' is unknown: {spec.sampler!r}",
+                          hint=f"samplers: {', '.join(SAMPLERS)}") from None
+    return build(spec, seed)
 
 
 class FootprintIndex:

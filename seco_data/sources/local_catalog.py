@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..bands import BANDS
 from ..errors import CatalogError, UsageError
-from ..geotiff import write_atomic
+from ..outputs import write_atomic
 
 log = logging.getLogger(__name__)
 

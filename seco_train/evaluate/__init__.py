@@ -10,8 +10,9 @@ New benchmarks: ``registry.register(Benchmark(...))`` (see ``registry`` for the 
 from .evaluator import EvalConfig, default_output, evaluate, train_subset
 from .protocols import DEFAULTS, FrozenBackboneChanged, ProtocolConfig, ProtocolResult, finetune, knn, linear
 from .registry import BENCHMARKS, Benchmark, get, register
+from .registry import names as benchmark_names
 from .report import markdown_table, read_report, write_report, write_table
 
-__all__ = ["BENCHMARKS", "DEFAULTS", "Benchmark", "EvalConfig", "FrozenBackboneChanged", "ProtocolConfig",
+__all__ = ["BENCHMARKS", "DEFAULTS", "Benchmark", "EvalConfig", "benchmark_names", "FrozenBackboneChanged", "ProtocolConfig",
            "ProtocolResult", "default_output", "evaluate", "finetune", "get", "knn", "linear", "markdown_table",
            "read_report", "register", "train_subset", "write_report", "write_table"]

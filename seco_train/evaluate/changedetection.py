@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +26,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from seco_data.errors import UsageError
+from seco_data.outputs import atomic_file
+from seco_data.jobs import Progress, ProgressFn
 
 log = logging.getLogger(__name__)
 
@@ -156,9 +157,8 @@ def save_overlay(path: str | os.PathLike, rgb: np.ndarray, pred, target) -> Path
     out[~pred & target] = (0, 255, 255)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(out).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        Image.fromarray(out).save(f, format="PNG")
     return path
 
 
@@ -184,7 +184,7 @@ def evaluate_change_detection(model: nn.Module, dataset, device: str | torch.dev
 
 def train_change_detection(model: SiameseChangeNet, train_ds, test_ds, epochs: int = 100, batch_size: int = 32,
                            seed: int = 0, device: str | torch.device = "cpu",
-                           progress: Callable[[dict], None] | None = None, lr: float = 1e-3,
+                           progress: ProgressFn | None = None, lr: float = 1e-3,
                            pos_weight: float | None = None, overlay_dir: str | os.PathLike | None = None,
                            num_workers: int = 0) -> dict:
     """Train the decoder on ``train_ds`` tiles (BCE, Adam ``lr``), then score every pixel of ``test_ds``.
@@ -194,7 +194,7 @@ def train_change_detection(model: SiameseChangeNet, train_ds, test_ds, epochs: i
 
     Returns the test metrics (``precision``, ``recall``, ``f1``, counts, ``per_city``), the mean
     training loss of each epoch (``train_loss``), the settings and ``split_note``. ``progress`` is
-    called after every step with ``{"epoch", "step", "loss"}``.
+    called after every step (stage ``train``, steps of the epoch, its number and the loss).
     """
     if epochs < 1 or batch_size < 1:
         raise UsageError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
@@ -223,7 +223,7 @@ def train_change_detection(model: SiameseChangeNet, train_ds, test_ds, epochs: i
             total += value * x1.shape[0]
             count += x1.shape[0]
             if progress is not None:
-                progress({"epoch": epoch, "step": step, "loss": value})
+                progress(Progress(step + 1, len(loader), "step", stage="train", info={"epoch": epoch + 1, "loss": value}))
         losses.append(total / count)
         log.info("change detection epoch %d/%d: loss %.4f", epoch + 1, epochs, losses[-1])
     metrics = evaluate_change_detection(model, test_ds, device, overlay_dir)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from seco_data.hashing import sha256_file
+from seco_data.outputs import sha256_file
 
 from . import transforms
 from .errors import DatasetFormatError, DatasetNotFoundError

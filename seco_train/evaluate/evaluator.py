@@ -21,8 +21,9 @@ import torch
 from torch.utils.data import Subset
 
 from seco_data.errors import UsageError
-from seco_data.hashing import sha256_file
+from seco_data.outputs import sha256_file
 
+from ..config import DEVICES
 from . import metrics
 from .protocols import DEFAULTS, PROTOCOLS, Progress, ProtocolConfig
 from .registry import Benchmark, get
@@ -60,7 +61,7 @@ class EvalConfig:
     def __post_init__(self):
         if not 0 < self.train_frac <= 1:
             raise UsageError(f"train fraction must be in (0, 1], got {self.train_frac}")
-        if self.device not in ("auto", "cpu", "cuda"):
+        if self.device not in DEVICES:
             raise UsageError(f"device must be auto, cpu or cuda, not {self.device!r}")
 
 

@@ -278,8 +278,7 @@ def _run(bench, backbone, config, *, evals, train, progress=None) -> dict:
     out = train_change_detection(model, train, test, epochs=config.epochs, batch_size=config.batch_size,
                                  seed=config.seed, device=config.device, lr=config.lr,
                                  num_workers=config.num_workers,
-                                 progress=(lambda p: progress("epoch", p["epoch"] + 1, config.epochs,
-                                                              {"loss": p["loss"]})) if progress else None)
+                                 progress=progress)
     keys = ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "per_city", "split_note")
     return {"test": {k: out[k] for k in keys if k in out}}
 

@@ -28,7 +28,6 @@ import collections
 import hashlib
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -39,13 +38,16 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from seco_data.errors import SecoError, UsageError
+from seco_data.outputs import atomic_file
+from seco_data.jobs import Progress as Event
+from seco_data.jobs import ProgressFn
 
 from . import metrics
 
 log = logging.getLogger(__name__)
 
-#: ``progress(stage, done, total, info)``: stage "features:<split>", "epoch" or "train"
-Progress = Callable[[str, int, int, dict], None]
+#: called with :class:`seco_data.jobs.Progress` events, stage "features:<split>", "epoch" or "train"
+Progress = ProgressFn
 
 
 class FrozenBackboneChanged(SecoError, RuntimeError):
@@ -189,13 +191,12 @@ def extract_features(backbone: nn.Module, dataset: Dataset, cfg: ProtocolConfig,
             ys.append(torch.as_tensor(t))
             batches += 1
             if progress:
-                progress(f"features:{name}", i + 1, total, {})
+                progress(Event(i + 1, total, "batch", stage=f"features:{name}"))
         feats, y = torch.cat(parts), torch.cat(ys).numpy()
         if disk is not None:
             disk.parent.mkdir(parents=True, exist_ok=True)
-            tmp = disk.with_name(f".{disk.name}.tmp{os.getpid()}")
-            torch.save({"features": feats, "targets": torch.from_numpy(y)}, tmp)
-            os.replace(tmp, disk)
+            with atomic_file(disk) as f:
+                torch.save({"features": feats, "targets": torch.from_numpy(y)}, f)
         if key is not None:
             _MEMORY[key] = (feats, y)
             while len(_MEMORY) > _MEMORY_ITEMS:
@@ -290,7 +291,7 @@ def linear(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, ta
                 row[split] = headline(task, t, _scores(task, head(f.to(cfg.device))).cpu().numpy())
         history.append(row)
         if progress:
-            progress("epoch", epoch + 1, cfg.epochs, row)
+            progress(Event(epoch + 1, cfg.epochs, "epoch", stage="epoch", info=row))
     head.eval()
     with torch.no_grad():
         predictions = {split: (t, _scores(task, head(f.to(cfg.device))).cpu().numpy())
@@ -393,7 +394,8 @@ def finetune(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, 
             seen += len(x)
             step += 1
             if progress:
-                progress("train", i + 1, steps_per_epoch, {"epoch": epoch + 1, "loss": float(loss.detach())})
+                progress(Event(i + 1, steps_per_epoch, "step", stage="train",
+                               info={"epoch": epoch + 1, "loss": float(loss.detach())}))
         row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": lr}
         if cfg.eval_every_epoch:
             for split, ds in evals.items():
@@ -401,7 +403,7 @@ def finetune(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, 
         history.append(row)
         log.info("finetune epoch %d: %s", epoch + 1, row)
         if progress:
-            progress("epoch", epoch + 1, cfg.epochs, row)
+            progress(Event(epoch + 1, cfg.epochs, "epoch", stage="epoch", info=row))
     predictions = {split: _predict(model, ds, task, cfg) for split, ds in evals.items()}
     return ProtocolResult(predictions, history, None, 0)
 

@@ -91,6 +91,12 @@ def get(name: str) -> Benchmark:
         raise UsageError(f"unknown benchmark {name!r}: expected one of {', '.join(sorted(BENCHMARKS))}") from None
 
 
+def names() -> list[str]:
+    """The names of every registered benchmark (built-ins included)."""
+    _builtins()
+    return sorted(BENCHMARKS)
+
+
 def _builtins() -> None:
     """Import the modules that register the built-in benchmarks (each calls :func:`register`)."""
     import importlib

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from seco_data.errors import OutputError, UsageError
+from seco_data.outputs import atomic_file, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -19,15 +20,7 @@ REQUIRED = ("benchmark", "protocol", "weights", "splits", "seed", "metrics", "se
 
 def _atomic(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(path, data)
 
 
 def write_report(report: dict, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -75,9 +68,8 @@ def _confusion_png(cm: np.ndarray, classes: list[str], path: Path, title: str) -
     ax.set_title(title, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        fig.savefig(f, format="png")
 
 
 def read_report(path: str | os.PathLike) -> dict:

@@ -1,14 +1,4 @@
-"""WebDataset export: a catalog packed into tar shards, one sample per location.
-
-A sample holds every selected season of one location::
-
-    <key>.json       location, centre, CRS, transforms, dates, scene ids, cloud/valid fractions, item ids
-    <key>.10m.npy    uint16 (seasons, bands, 264, 264)  - one array per resolution group
-    <key>.20m.npy    uint16 (seasons, bands, 132, 132)
-    <key>.60m.npy    uint16 (seasons, bands, 44, 44)
-
-(``--resample-10m`` gives a single ``10m.npy`` with every band repeated to the 10 m grid.) The key is
-the location number, ``%07d``: no dots, as WebDataset splits a member name at its first dot.
+"""WebDataset export: a catalog packed into tar shards, one sample per location (:mod:`.samples`).
 
 How it runs:
 1. **Plan.** One pass over ``items.parquet`` computes each sample's exact size in the tar (NumPy
@@ -16,7 +6,7 @@ How it runs:
    cut by ``maxcount``/``maxsize``. The plan is kept in ``OUT/.seco-export/plan.sqlite``.
 2. **Write.** Shards are independent, so workers write them in parallel, each into a temporary
    name, fsync'd and renamed. Archives are what webdataset's ``TarWriter`` (the writer behind
-   ``ShardWriter``) would write, byte for byte, written without its copies (:class:`TarShard`).
+   ``ShardWriter``) would write, byte for byte, written without its copies (:mod:`.tar`).
    Headers carry a fixed mtime, owner and mode: the same catalog, options and seed give the same
    bytes.
 3. **Manifest.** A shard is recorded (``done.jsonl``, then ``shards.json``) only once renamed, with
@@ -28,33 +18,28 @@ How it runs:
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import logging
 import os
-import shutil
 import sqlite3
-import tarfile
 import time
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ... import __version__
+from ... import __version__, jobs
 from ...bands import BANDS, canonical
-from ...errors import OutputError, UsageError
-from ...catalog.index import CatalogIndex, Location
+from ...catalog.index import CatalogIndex
+from ...errors import UsageError
+from ...outputs import atomic_path, claim_output, commit, remove_temps, sha256_file, temp_name, write_json
+from .samples import encode_sample, plan_sample
+from .tar import RECORD, TarShard, archive_size
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "shards.json"
 STATE_DIR = ".seco-export"
-BLOCK = 512
-RECORD = 20 * BLOCK  # tarfile pads the archive to whole records
 MANIFEST_EVERY_S = 10.0
 #: GDAL settings for reading many small GeoTIFFs: opening costs more than decoding a patch. One
 #: environment per shard (rasterio otherwise sets one up per open), no directory listing for sidecar
@@ -118,158 +103,22 @@ class ExportReport:
         return d
 
 
-# -- sample layout ----------------------------------------------------------------------------------
-
-def npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
-    """The exact header ``np.save`` writes for an array of ``shape`` and ``dtype`` (C order)."""
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    )
-    return buf.getvalue()
-
-
-def member_size(n: int) -> int:
-    """Bytes a member of ``n`` bytes takes in a ustar archive: header block + data padded to blocks."""
-    return BLOCK + -(-n // BLOCK) * BLOCK
-
-
-def archive_size(sample_bytes: int) -> int:
-    """Bytes of a tar file holding members of ``sample_bytes`` in all (end blocks, record padding)."""
-    return -(-(sample_bytes + 2 * BLOCK) // RECORD) * RECORD
-
-
-def _plan_sample(loc: Location, opts: ShardOptions, catalog: str) -> tuple[dict, list, int] | str:
-    """(sample JSON, read list, tar bytes) for one location, or the reason it is skipped."""
-    patches = loc.patches
-    if opts.seasons is not None:
-        by_season = {p.season: p for p in patches}
-        if any(s not in by_season for s in opts.seasons):
-            return "missing_season"
-        patches = tuple(by_season[s] for s in opts.seasons)
-    # band -> (resolution, asset index) from the first patch; every season must match it
-    first = patches[0]
-    available = {b: a.resolution for a in first.assets for b in a.bands}
-    wanted = list(opts.bands) if opts.bands else [b for a in first.assets for b in a.bands]
-    if any(b not in available for b in wanted):
-        return "missing_band"
-    if opts.resample_10m:
-        groups = {"10m": (10, wanted)}
-    else:
-        by_res: dict[int, list[str]] = {}
-        for b in wanted:
-            by_res.setdefault(available[b], []).append(b)
-        groups = {f"{r}m": (r, by_res[r]) for r in sorted(by_res)}
-    reads = []  # per season: [(path, band numbers in the file, group, rows in the group array, upsampling)]
-    shapes: dict[str, tuple[int, int]] = {}
-    transforms: dict[str, list] = {}
-    scales: dict[str, float] = {}
-    dtype = None
-    for p in patches:
-        season_reads = []
-        index = {b: (a, i) for a in p.assets for i, b in enumerate(a.bands, start=1)}
-        for gname, (res, bands) in groups.items():
-            per_file: dict[Path, tuple[list[int], list[int], int]] = {}
-            for row, b in enumerate(bands):
-                if b not in index:
-                    return "missing_band"
-                a, i = index[b]
-                if len(a.shape) != 2:
-                    return "inconsistent_shapes"
-                factor = max(1, a.resolution // res) if opts.resample_10m else 1
-                shape = (a.shape[0] * factor, a.shape[1] * factor)
-                if shapes.setdefault(gname, shape) != shape:
-                    return "inconsistent_shapes"
-                dtype = dtype or a.dtype
-                if a.dtype != dtype:
-                    return "inconsistent_dtype"
-                scales.setdefault(gname, a.scale)
-                if gname not in transforms:
-                    t = list(a.transform)
-                    if factor != 1 and len(t) == 6:
-                        t = [t[0] / factor, t[1], t[2], t[3], t[4] / factor, t[5]]
-                    transforms[gname] = t
-                idx, rows, _ = per_file.setdefault(a.path, ([], [], factor))
-                idx.append(i)
-                rows.append(row)
-            for path, (idx, rows, factor) in per_file.items():
-                season_reads.append([str(path), idx, gname, rows, factor])
-        reads.append(season_reads)
-    arrays = {}
-    size = 0
-    for gname, (res, bands) in groups.items():
-        shape = (len(patches), len(bands), *shapes[gname])
-        arrays[gname] = {"bands": bands, "resolution": res, "shape": list(shape), "dtype": dtype,
-                         "transform": transforms[gname], "scale": scales[gname]}
-        size += member_size(len(npy_header(shape, dtype)) + int(np.prod(shape)) * np.dtype(dtype).itemsize)
-    meta = {
-        "key": f"{loc.location:07d}",
-        "location": loc.location,
-        "catalog": catalog,
-        "centre": [round(loc.point[0], 7), round(loc.point[1], 7)],
-        "crs": next((a.crs for a in first.assets if a.bands), ""),  # a data asset's, not the thumbnail's
-        "arrays": arrays,
-        "seasons": [p.season for p in patches],
-        "dates": [p.datetime for p in patches],
-        "scene_ids": [p.scene_id for p in patches],
-        "platforms": [p.platform for p in patches],
-        "scene_cloud": [p.scene_cloud for p in patches],
-        "cloud_fraction": [p.cloud_fraction for p in patches],
-        "valid_fraction": [p.valid_fraction for p in patches],
-        "item_ids": [p.item_id for p in patches],
-        "resampled": "nearest" if opts.resample_10m else None,
-    }
-    size += member_size(len(_json_bytes(meta)))
-    return meta, reads, size
-
-
-def _json_bytes(meta: dict) -> bytes:
-    return json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
-
-
-def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
-    """Read the pixels of one planned sample and encode its members (key -> bytes)."""
-    import rasterio
-
-    members = {}
-    arrays = {}
-    for g, a in meta["arrays"].items():
-        # the member's bytes are allocated once; GDAL decodes straight into them
-        head = npy_header(tuple(a["shape"]), a["dtype"])
-        buf = bytearray(len(head) + int(np.prod(a["shape"])) * np.dtype(a["dtype"]).itemsize)
-        buf[:len(head)] = head
-        members[f"{g}.npy"] = buf
-        arrays[g] = np.frombuffer(buf, dtype=a["dtype"], offset=len(head)).reshape(a["shape"])
-    for s, season_reads in enumerate(reads):
-        for path, idx, gname, rows, factor in season_reads:
-            dest = arrays[gname][s]
-            with rasterio.open(path) as src:
-                if factor == 1 and rows == list(range(rows[0], rows[0] + len(rows))):
-                    src.read(idx, out=dest[rows[0]:rows[0] + len(rows)])
-                    continue
-                data = src.read(idx)
-            if factor > 1:
-                data = data.repeat(factor, axis=1).repeat(factor, axis=2)
-            dest[rows] = data
-    return {"__key__": meta["key"], "json": _json_bytes(meta), **members}
-
-
 # -- planning -----------------------------------------------------------------------------------------
 
-def _fingerprint(index: CatalogIndex, opts: ShardOptions) -> str:
-    h = hashlib.sha256()
-    with open(index.parquet, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    h.update(json.dumps(opts.to_dict(), sort_keys=True).encode())
-    return h.hexdigest()
+def identity(index: CatalogIndex, opts: ShardOptions) -> dict:
+    """What makes two exports the same: the catalog's index (its bytes) and the options."""
+    return {"catalog": {"collection": index.name, "items_sha256": sha256_file(index.parquet)},
+            "options": opts.to_dict()}
 
 
 def _plan(index: CatalogIndex, opts: ShardOptions, db_path: Path) -> tuple[list[dict], dict]:
     """Write the plan database; return the shard list and skip counts."""
-    tmp = db_path.with_name(db_path.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
+    with atomic_path(db_path) as tmp:
+        return _plan_into(index, opts, tmp)
+
+
+def _plan_into(index: CatalogIndex, opts: ShardOptions, tmp: Path) -> tuple[list[dict], dict]:
+    tmp.unlink(missing_ok=True)
     db = sqlite3.connect(tmp)
     db.executescript(
         "CREATE TABLE samples (n INTEGER PRIMARY KEY, size INTEGER, shard INTEGER, pos INTEGER, spec TEXT);"
@@ -279,7 +128,7 @@ def _plan(index: CatalogIndex, opts: ShardOptions, db_path: Path) -> tuple[list[
     sizes = []
     batch = []
     for loc in index.locations():
-        planned = _plan_sample(loc, opts, index.name)
+        planned = plan_sample(loc, opts, index.name)
         if isinstance(planned, str):
             skipped[planned] = skipped.get(planned, 0) + 1
             continue
@@ -311,50 +160,10 @@ def _plan(index: CatalogIndex, opts: ShardOptions, db_path: Path) -> tuple[list[
     db.executemany("INSERT INTO meta VALUES (?, ?)", [("shards", json.dumps(shards)), ("skipped", json.dumps(skipped))])
     db.commit()
     db.close()
-    os.replace(tmp, db_path)
     return shards, skipped
 
 
 # -- writing ------------------------------------------------------------------------------------------
-
-TAR_OWNER = {"uname": "seco", "gname": "seco", "uid": 0, "gid": 0, "mode": 0o444, "mtime": 0}
-
-
-class TarShard:
-    """A ustar archive written straight from the members' buffers, hashed as it goes.
-
-    Byte for byte what webdataset's ``TarWriter`` writes for the same samples with a fixed owner,
-    mode and mtime (members in sorted key order, headers from :class:`tarfile.TarInfo`; tested), but
-    without its copies: ``TarWriter`` streams each member through ``tarfile``'s stream buffer, about
-    six copies of every byte, which cost a quarter of the export's time (bench/bench_export.py).
-    """
-
-    def __init__(self, f):
-        self.f, self.sha, self.size = f, hashlib.sha256(), 0
-
-    def _write(self, b) -> None:
-        self.sha.update(b)
-        self.f.write(b)
-        self.size += len(b)
-
-    def write(self, sample: dict) -> None:
-        key = sample["__key__"]
-        for ext in sorted(k for k in sample if not k.startswith("__")):
-            data = sample[ext]
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size = len(data)
-            for k, v in TAR_OWNER.items():
-                setattr(info, k, v)
-            self._write(info.tobuf(format=tarfile.USTAR_FORMAT))
-            self._write(memoryview(data))
-            if info.size % BLOCK:
-                self._write(bytes(BLOCK - info.size % BLOCK))
-
-    def close(self) -> None:
-        """End-of-archive blocks and padding to a whole record, as ``tarfile`` does."""
-        end = self.size + 2 * BLOCK
-        self._write(bytes(2 * BLOCK + (-end % RECORD)))
-
 
 def write_shard(plan: str, out: str, shard: int, name: str) -> tuple[ShardInfo, str]:
     """Write shard number ``shard`` of ``plan`` into a temporary file in ``out``; run in a worker.
@@ -370,7 +179,7 @@ def write_shard(plan: str, out: str, shard: int, name: str) -> tuple[ShardInfo, 
         rows = db.execute("SELECT spec FROM samples WHERE shard = ? ORDER BY pos", (shard,)).fetchall()
     finally:
         db.close()
-    tmp = Path(out) / f".{name}.tmp{os.getpid()}"
+    tmp = temp_name(Path(out) / name)
     try:
         with rasterio.Env(**FAST_OPEN), open(tmp, "wb") as raw:
             tar = TarShard(raw)
@@ -386,18 +195,7 @@ def write_shard(plan: str, out: str, shard: int, name: str) -> tuple[ShardInfo, 
 
 def commit_shard(tmp: str, info: ShardInfo) -> ShardInfo:
     """fsync the written shard, then rename it into place (and fsync the folder)."""
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    folder = os.path.dirname(tmp)
-    os.replace(tmp, os.path.join(folder, info.url))
-    dfd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    commit(tmp, os.path.join(os.path.dirname(tmp), info.url))
     return info
 
 
@@ -419,7 +217,7 @@ def _read_done(path: Path) -> dict[str, ShardInfo]:
     return done
 
 
-def _manifest(index: CatalogIndex, opts: ShardOptions, fingerprint: str, shards: list[ShardInfo],
+def _manifest(index: CatalogIndex, opts: ShardOptions, ident: dict, shards: list[ShardInfo],
               planned: int, skipped: dict) -> dict:
     shards = sorted(shards, key=lambda s: s.url)
     return {
@@ -430,9 +228,10 @@ def _manifest(index: CatalogIndex, opts: ShardOptions, fingerprint: str, shards:
         "format_version": 1,
         "complete": len(shards) == planned,
         "software": {"name": "seco", "version": __version__},
-        "catalog": {"path": str(index.root), "collection": index.name, "fingerprint": fingerprint},
+        "catalog": {"path": str(index.root), **ident["catalog"]},
         "recipe": index.collection.get("seco:recipe"),
         "options": opts.to_dict(),
+        "planned_shards": planned,
         "samples": sum(s.nsamples for s in shards),
         "bytes": sum(s.filesize for s in shards),
         "skipped": skipped,
@@ -440,10 +239,9 @@ def _manifest(index: CatalogIndex, opts: ShardOptions, fingerprint: str, shards:
     }
 
 
-def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1) + "\n", "utf-8")
-    os.replace(tmp, path)
+def _ours(name: str) -> bool:
+    """Entries of a shard folder that a previous export wrote (what --overwrite may remove)."""
+    return name.endswith(".tar") or name in (MANIFEST, STATE_DIR) or name.startswith(".")
 
 
 def export_webdataset(
@@ -451,59 +249,50 @@ def export_webdataset(
     out: str | Path,
     *,
     options: ShardOptions = ShardOptions(),
-    workers: int = 1,
+    workers: int | None = 1,
     overwrite: bool = False,
-    progress: Callable[[int, int], None] | None = None,
+    progress: jobs.ProgressFn | None = None,
 ) -> ExportReport:
-    """Pack the catalog in ``catalog`` into WebDataset shards in ``out`` (resumable, parallel).
-
-    ``progress(samples_done, shards_done)`` is called as shards complete.
-    """
+    """Pack the catalog in ``catalog`` into WebDataset shards in ``out`` (resumable, parallel)."""
     t0 = time.monotonic()
+    jobs.check_workers(workers)
     index = CatalogIndex(catalog)
     out = Path(out)
-    state = out / STATE_DIR
-    fingerprint = _fingerprint(index, options)
+    ident = identity(index, options)
+    with claim_output(out, kind="webdataset", identity=ident, overwrite=overwrite, ours=_ours):
+        state = out / STATE_DIR
+        state.mkdir(exist_ok=True)
+        plan_path = state / "plan.sqlite"
+        if plan_path.exists():
+            db = sqlite3.connect(plan_path)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            db.close()
+            planned, skipped = json.loads(meta["shards"]), json.loads(meta["skipped"])
+        else:
+            planned, skipped = _plan(index, options, plan_path)
+        return _write(index, out, options, ident, planned, skipped, workers, progress, t0)
+
+
+def _write(index, out, options, ident, planned, skipped, workers, progress, t0) -> ExportReport:
     manifest_path = out / MANIFEST
-    if out.exists() and any(out.iterdir()):
-        old = None
-        if manifest_path.exists() or (state / "fingerprint").exists():
-            old = (state / "fingerprint").read_text().strip() if (state / "fingerprint").exists() else None
-            if old is None:
-                try:
-                    old = json.loads(manifest_path.read_text("utf-8"))["catalog"]["fingerprint"]
-                except (OSError, ValueError, KeyError, TypeError):
-                    old = None
-        if old != fingerprint:
-            if not overwrite:
-                what = "shards of another catalog or other options" if old else "other files"
-                raise OutputError(f"{out} already holds {what}",
-                                  hint="pass --overwrite to replace them, or choose another --out")
-            _clear(out)
-    out.mkdir(parents=True, exist_ok=True)
-    state.mkdir(exist_ok=True)
-    (state / "fingerprint").write_text(fingerprint + "\n")
-    plan_path = state / "plan.sqlite"
-    if plan_path.exists():
-        db = sqlite3.connect(plan_path)
-        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        db.close()
-        planned, skipped = json.loads(meta["shards"]), json.loads(meta["skipped"])
-    else:
-        planned, skipped = _plan(index, options, plan_path)
+    plan_path = out / STATE_DIR / "plan.sqlite"
     names = [shard_name(options.prefix, i) for i in range(len(planned))]
-    for stale in out.glob(f".{options.prefix}-*.tar.tmp*"):  # left by a killed run
-        stale.unlink()
-    done_path = state / "done.jsonl"
+    remove_temps(out)  # shards being written when a run was killed
+    done_path = out / STATE_DIR / "done.jsonl"
     done = {
         k: v for k, v in _read_done(done_path).items()
         if k in names and (out / k).is_file() and (out / k).stat().st_size == v.filesize
     }
     reused = len(done)
     todo = [i for i, n in enumerate(names) if n not in done]
+    total_samples = sum(s["count"] for s in planned)
     samples_done = sum(s.nsamples for s in done.values())
-    if progress:
-        progress(samples_done, len(done))
+
+    def tell():
+        if progress:
+            progress(jobs.Progress(samples_done, total_samples, "sample", {"shards": len(done), "kept": reused}))
+
+    tell()
     last_manifest = time.monotonic()
     with open(done_path, "a", encoding="utf-8") as log_f:
         def record(info: ShardInfo) -> None:
@@ -513,66 +302,29 @@ def export_webdataset(
             log_f.flush()
             os.fsync(log_f.fileno())
             samples_done += info.nsamples
-            if progress:
-                progress(samples_done, len(done))
+            tell()
             if time.monotonic() - last_manifest > MANIFEST_EVERY_S:
-                _write_json(manifest_path, _manifest(index, options, fingerprint, list(done.values()),
-                                                     len(names), skipped))
+                write_json(manifest_path, _manifest(index, options, ident, list(done.values()), len(names), skipped))
                 last_manifest = time.monotonic()
 
-        committer = ThreadPoolExecutor(2, thread_name_prefix="seco-fsync")
-        commits: set = set()
         try:
-            if workers <= 1 or len(todo) <= 1:
-                for i in todo:
-                    info, tmp = write_shard(str(plan_path), str(out), i, names[i])
+            # by default one writer more than cores, to keep the cores busy while a shard is fsync'd
+            n = jobs.cap_workers(workers or (os.cpu_count() or 1) + 1, "process", max(1, len(todo)))
+            # fsync and rename on threads here, so the writers go on to the next shard meanwhile
+            with jobs.Pool(n, kind="process") as writers, jobs.Pool(2, kind="thread") as committer:
+                commits: set = set()
+                tasks = ((str(plan_path), str(out), i, names[i]) for i in todo)
+                for _, (info, tmp) in jobs.run(writers, write_shard, tasks):
                     commits.add(committer.submit(commit_shard, tmp, info))
                     for fut in [f for f in commits if f.done()]:
                         commits.discard(fut)
-                        record(fut.result())
-            else:
-                import multiprocessing as mp
-
-                ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
-                with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
-                    writes: set = set()
-                    queue = list(todo)
-                    try:
-                        while queue or writes:
-                            while queue and len(writes) < 2 * workers:
-                                i = queue.pop(0)
-                                writes.add(pool.submit(write_shard, str(plan_path), str(out), i, names[i]))
-                            finished, _ = wait(writes | commits, return_when=FIRST_COMPLETED)
-                            for fut in finished:
-                                if fut in writes:
-                                    writes.discard(fut)
-                                    info, tmp = fut.result()
-                                    commits.add(committer.submit(commit_shard, tmp, info))
-                                else:
-                                    commits.discard(fut)
-                                    record(fut.result())
-                    except BaseException:
-                        for fut in writes:
-                            fut.cancel()
-                        raise
-            for fut in list(commits):
-                commits.discard(fut)
-                record(fut.result())
+                        record(jobs.result(fut))
+                for fut in list(commits):
+                    commits.discard(fut)
+                    record(jobs.result(fut))
         finally:
-            committer.shutdown(wait=True)  # a shard being fsync'd is finished, not recorded: redone next time
-            _write_json(manifest_path, _manifest(index, options, fingerprint, list(done.values()), len(names),
-                                                 skipped))
+            # the pools have stopped: shards written but not committed when this stopped are redone next time
+            remove_temps(out)
+            write_json(manifest_path, _manifest(index, options, ident, list(done.values()), len(names), skipped))
     total = sum(s.filesize for s in done.values())
     return ExportReport(out, len(done), samples_done, total, time.monotonic() - t0, reused, skipped)
-
-
-def _clear(out: Path) -> None:
-    """Remove a previous export (shards, manifest, state) from ``out``; refuse anything else."""
-    for p in out.iterdir():
-        if p.name == STATE_DIR:
-            shutil.rmtree(p)
-        elif p.is_file() and (p.suffix == ".tar" or p.name == MANIFEST or p.name.startswith(".")):
-            p.unlink()
-        else:
-            raise OutputError(f"{out} holds {p.name}, which is not part of a shard export",
-                              hint="choose an empty or new --out")

@@ -24,13 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ...catalog.index import IndexFile
+from ...catalog.info import catalog_info
+from ...catalog.layout import COLLECTION, INDEX, LEDGER, THUMBNAIL
 from ...errors import CatalogError
 
 log = logging.getLogger(__name__)
 
 CHUNK = 128  # locations per detail file data/loc/<location // CHUNK>.js
-LEDGER = "ledger.sqlite"  # seco_data.collect.LEDGER (not imported: collect pulls in every source)
-THUMBNAIL = "thumbnail"  # the quicklook's asset key (seco_data.catalog.writer.THUMBNAIL)
 
 _REQUIRED = ["id", "datetime", "seco:location", "seco:season"]
 _OPTIONAL = ["platform", "eo:cloud_cover", "seco:cloud_fraction", "seco:valid_fraction", "seco:point", "bbox",
@@ -148,27 +149,19 @@ class CatalogData:
     """Everything the viewer shows about the catalog in ``root``, read once from its index."""
 
     def __init__(self, root: str | Path):
-        import pyarrow.parquet as pq
-
-        from ...catalog.info import catalog_info
-
         self.root = Path(root)
-        coll_path, parquet = self.root / "collection.json", self.root / "items.parquet"
+        coll_path, parquet = self.root / COLLECTION, self.root / INDEX
         if not coll_path.is_file() or not parquet.is_file():
-            raise CatalogError(f"{self.root} is not a seco catalog (no collection.json or items.parquet)",
+            raise CatalogError(f"{self.root} is not a seco catalog (no {COLLECTION} or {INDEX})",
                                hint="point at the --out folder of `seco-data sample` or `seco-data import`;"
                                " `seco-data catalog rebuild` restores a missing index")
         try:
             self.collection = json.loads(coll_path.read_text("utf-8"))
-            schema = pq.read_schema(parquet)
-            missing = [c for c in _REQUIRED if c not in schema.names]
-            if missing:
-                raise CatalogError(f"{parquet} lacks the columns {', '.join(missing)}",
-                                   hint="rebuild it with `seco-data catalog rebuild`")
-            t = pq.read_table(parquet, columns=[c for c in _REQUIRED + _OPTIONAL if c in schema.names])
-        except (OSError, ValueError) as e:  # pyarrow's errors derive from these
-            raise CatalogError(f"cannot read the catalog in {self.root}: {e}",
-                               hint="rebuild the index with `seco-data catalog rebuild`") from None
+        except (OSError, ValueError) as e:
+            raise CatalogError(f"cannot read {coll_path}: {e}") from None
+        index = IndexFile(parquet)
+        index.require(_REQUIRED)
+        t = index.read(_REQUIRED + _OPTIONAL)
         if t.num_rows:
             t = t.sort_by([("seco:location", "ascending"), ("seco:season", "ascending")])
         self.info = catalog_info(self.root)

@@ -20,7 +20,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Iterator
 
+from ...catalog.layout import COLLECTION, INDEX
 from ...errors import CatalogError, OutputError, UsageError
+from ...outputs import write_atomic
 from . import basemap
 from .data import CatalogData
 
@@ -64,8 +66,8 @@ class Site:
 
     def __init__(self, root: str | Path, asset_base: str = "/"):
         self.root = Path(root)
-        if not (self.root / "collection.json").is_file() or not (self.root / "items.parquet").is_file():
-            raise CatalogError(f"{self.root} is not a seco catalog (no collection.json or items.parquet)",
+        if not (self.root / COLLECTION).is_file() or not (self.root / INDEX).is_file():
+            raise CatalogError(f"{self.root} is not a seco catalog (no {COLLECTION} or {INDEX})",
                                hint="point at the --out folder of `seco-data sample` or `seco-data import`")
         self.asset_base = asset_base if asset_base.endswith("/") else asset_base + "/"
         self._static = _static_files()
@@ -113,7 +115,7 @@ class Site:
     def _current(self) -> CatalogData:
         """The catalog's data, read again when items.parquet or collection.json changed (called locked)."""
         stamp = tuple((st.st_mtime_ns, st.st_size) for st in
-                      (os.stat(self.root / "items.parquet"), os.stat(self.root / "collection.json")))
+                      (os.stat(self.root / INDEX), os.stat(self.root / COLLECTION)))
         if self._data is None or stamp != self._stamp:
             if self._data is not None:
                 log.info("the catalog in %s changed: reading its index again", self.root)
@@ -163,9 +165,9 @@ def build_site(root: str | Path, out: str | Path, *, overwrite: bool = False) ->
         for rel, body in site.files():
             path = tmp / rel
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(body)
+            write_atomic(path, body)
             n += 1
-        (tmp / MARKER).write_text(f"seco viewer of {root}\n", "utf-8")
+        write_atomic(tmp / MARKER, f"seco viewer of {root}\n")
         if out.exists():
             os.replace(out, old)
         os.replace(tmp, out)

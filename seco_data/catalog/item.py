@@ -1,0 +1,179 @@
+"""The one STAC Item builder, used by sampling and by imports.
+
+An :class:`ItemSpec` describes one item (one location observed in one season) and its files; :func:`build_item`
+turns it into a STAC 1.1 Item with the eo 2.0, projection 2.0, raster 2.0 and file 2.1 extensions.
+seco's own fields use the ``seco:`` prefix. Hrefs are relative to the item's own folder and the
+links point to the catalog tree of :mod:`seco_data.catalog.layout`. Same patch, same JSON.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from ..bands import BANDS
+from .layout import EXTENSIONS, GEOJSON, GEOTIFF, JSON, PNG, STAC_VERSION, THUMBNAIL, data_key
+
+
+@dataclass(frozen=True)
+class RasterFile:
+    """One GeoTIFF of an item: the bands of one resolution group."""
+
+    href: str  # relative to the item's folder
+    resolution: int  # metres
+    bands: tuple[str, ...]
+    sha256: str
+    size: int
+    crs: str  # proj:code, e.g. EPSG:32633
+    shape: tuple[int, int]
+    transform: tuple[float, ...]  # 6 numbers
+    bbox: tuple[float, float, float, float]  # in the raster's CRS
+    dtype: str = "uint16"
+    nodata: int | None = 0
+    scale: float = 1e-4  # raster:scale: reflectance = DN x scale
+
+
+@dataclass(frozen=True)
+class ThumbnailFile:
+    href: str  # relative to the item's folder
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ItemSpec:
+    """Everything an item says about one location in one season."""
+
+    collection: str
+    item_id: str
+    location: int
+    season: int
+    datetime: str | dt.datetime
+    ring: list  # closed lon/lat ring of the footprint
+    crs: str  # proj:code of the patch grid
+    rasters: tuple[RasterFile, ...]
+    source: dict  # {name, product, synthetic, ...}
+    scene_id: str
+    valid_fraction: float
+    point: tuple[float, float]  # lon, lat of the location
+    thumbnail: ThumbnailFile | None = None
+    platform: str | None = None  # unknown (imports without metadata): left out
+    scene_cloud: float | None = None  # percent; unknown: left out
+    cloud_fraction: float | None = None  # patch cloud + shadow; unknown: null
+    window: tuple[str, str] | None = None
+    origin: str | None = None
+    extra: dict = field(default_factory=dict)  # further seco:* properties (imports: where they came from)
+
+
+def iso(t: str | dt.datetime) -> str:
+    """``YYYY-MM-DDTHH:MM:SSZ`` of an aware datetime or its ISO text."""
+    if isinstance(t, str):
+        t = dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def band_objects(bands) -> list[dict]:
+    """STAC 1.1 ``bands`` entries (name, description, eo common name and wavelengths)."""
+    return [{"name": b, "description": BANDS[b].description, "eo:common_name": BANDS[b].common_name,
+             "eo:center_wavelength": BANDS[b].center_wavelength,
+             "eo:full_width_half_max": BANDS[b].full_width_half_max} for b in bands]
+
+
+def raster_asset(r: RasterFile) -> dict:
+    asset = {
+        "href": "./" + r.href,
+        "type": GEOTIFF,
+        "title": f"{r.resolution} m bands: {' '.join(r.bands)}",
+        "roles": ["data"],
+        "gsd": float(r.resolution),
+        "data_type": r.dtype,
+    }
+    if r.nodata is not None:
+        asset["nodata"] = r.nodata
+    asset.update({
+        "proj:code": r.crs,
+        "proj:shape": list(r.shape),
+        "proj:transform": [float(v) for v in r.transform[:6]],
+        "proj:bbox": [float(v) for v in r.bbox],
+        "raster:scale": r.scale,
+        "raster:offset": 0.0,
+        "raster:spatial_resolution": float(r.resolution),
+        "file:checksum": "1220" + r.sha256,
+        "file:size": r.size,
+        "bands": band_objects(r.bands),
+    })
+    return asset
+
+
+def thumbnail_asset(href: str, sha256: str, size: int) -> dict:
+    """The STAC asset of an item's PNG quicklook (``href`` relative to the item, like its data assets)."""
+    return {
+        "href": href,
+        "type": PNG,
+        "title": "True-colour quicklook (B04, B03, B02)",
+        "roles": [THUMBNAIL],
+        "file:checksum": "1220" + sha256,
+        "file:size": size,
+    }
+
+
+def item_links(depth: int = 2) -> list[dict]:
+    """root, parent and collection links of an item ``depth`` folders below the catalog root."""
+    up = "../" * depth
+    return [
+        {"rel": "root", "href": f"{up}catalog.json", "type": JSON},
+        {"rel": "parent", "href": "../catalog.json", "type": JSON},
+        {"rel": "collection", "href": f"{up}collection.json", "type": JSON},
+    ]
+
+
+def build_item(p: ItemSpec) -> dict:
+    """The STAC Item of ``p`` as a dict (deterministic: same patch, same JSON)."""
+    lons = [q[0] for q in p.ring]
+    lats = [q[1] for q in p.ring]
+    assets = {data_key(r.resolution): raster_asset(r) for r in p.rasters}
+    if p.thumbnail is not None:
+        assets[THUMBNAIL] = thumbnail_asset("./" + p.thumbnail.href, p.thumbnail.sha256, p.thumbnail.size)
+    props: dict = {"datetime": iso(p.datetime)}
+    if p.platform is not None:
+        props["platform"] = p.platform
+    props.update({"constellation": "sentinel-2", "instruments": ["msi"]})
+    if p.scene_cloud is not None:
+        props["eo:cloud_cover"] = round(float(p.scene_cloud), 3)
+    props.update({
+        "proj:code": p.crs,
+        "seco:location": p.location,
+        "seco:season": p.season,
+        "seco:scene_id": p.scene_id,
+        "seco:cloud_fraction": None if p.cloud_fraction is None else round(float(p.cloud_fraction), 6),
+        "seco:valid_fraction": round(float(p.valid_fraction), 6),
+    })
+    if p.window is not None:
+        props["seco:window"] = [iso(p.window[0]), iso(p.window[1])]
+    props["seco:point"] = [round(p.point[0], 7), round(p.point[1], 7)]
+    if p.origin is not None:
+        props["seco:origin"] = p.origin
+    props.update({
+        "seco:source": p.source["name"],
+        "seco:product": p.source["product"],
+        "seco:synthetic": bool(p.source.get("synthetic")),
+        **p.extra,
+    })
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": EXTENSIONS,
+        "id": p.item_id,
+        "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in p.ring]]},
+        "bbox": [round(min(lons), 7), round(min(lats), 7), round(max(lons), 7), round(max(lats), 7)],
+        "properties": props,
+        "links": item_links(),
+        "assets": assets,
+        "collection": p.collection,
+    }
+
+
+__all__ = ["GEOJSON", "ItemSpec", "RasterFile", "ThumbnailFile", "band_objects", "build_item", "iso", "item_links",
+           "raster_asset", "thumbnail_asset"]

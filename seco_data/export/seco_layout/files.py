@@ -1,0 +1,176 @@
+"""The files of one location in the SeCo layout: names, 8-bit conversion, metadata, previews.
+
+Runs in the export's workers: :func:`write_location` writes location ``i`` into a temporary folder
+and renames it into place, so a location folder is complete or absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ...bands import ALIASES
+from ...catalog.index import Asset, Location, Patch
+from ...errors import CatalogError
+from ...geotiff import encode_raster
+from ...outputs import fsync_dir, write_atomic, write_json
+
+_SECO_NAME = {v: k for k, v in ALIASES.items()}  # B01 -> B1
+PREVIEW = ("B04", "B03", "B02")
+
+
+def seco_band_name(band: str) -> str:
+    """SeCo's file name for a canonical band (``B01`` -> ``B1``, ``B8A`` -> ``B8A``)."""
+    return _SECO_NAME.get(band, band)
+
+
+def to_uint8(dn: np.ndarray, scale: float) -> np.ndarray:
+    """SeCo's 8-bit conversion: ``floor(clip(DN * scale, 0, 1) * 255)``."""
+    return np.floor(np.clip(dn.astype(np.float64) * scale, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def preview_rgb(rgb8: np.ndarray) -> np.ndarray:
+    """SeCo-100K's preview of 8-bit B4,B3,B2: ``rescale_intensity(rgb8, in_range=(0, 255 * 0.3),
+    out_range=(0, 255)).astype(np.uint8)`` (clip, stretch, truncate)."""
+    hi = 255 * 0.3
+    x = np.clip(rgb8.astype(np.float64), 0.0, hi)
+    return ((x - 0.0) / (hi - 0.0) * (255.0 - 0.0) + 0.0).astype(np.uint8)
+
+
+def scene_folders(location: Location) -> list[str]:
+    """Filesystem-safe, unique scene folder names of a location's patches (by season)."""
+    names: list[str] = []
+    for p in location.patches:
+        base = re.sub(r"[^A-Za-z0-9_-]+", "_", p.scene_id or p.item_id).strip("_")[:150] or f"season{p.season}"
+        name, k = base, 1
+        while name in names:
+            name = f"{base}_s{p.season}" if k == 1 else f"{base}_s{p.season}_{k}"
+            k += 1
+        names.append(name)
+    return names
+
+
+def _spacecraft(platform: str) -> str:
+    m = re.fullmatch(r"sentinel-?2([a-d])", platform.strip().lower())
+    return f"Sentinel-2{m.group(1).upper()}" if m else platform
+
+
+def scene_metadata(patch: Patch) -> dict:
+    """``metadata.json`` of a scene folder: the Earth Engine keys SeCo's downloader stored, plus seco's."""
+    t = dt.datetime.fromisoformat(patch.datetime.replace("Z", "+00:00"))
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return {
+        "system:index": patch.scene_id,
+        "system:time_start": int(round(t.timestamp() * 1000)),
+        "CLOUDY_PIXEL_PERCENTAGE": patch.scene_cloud,
+        "SPACECRAFT_NAME": _spacecraft(patch.platform),
+        "datetime": patch.datetime,
+        "seco:item_id": patch.item_id,
+        "seco:location": patch.location,
+        "seco:season": patch.season,
+        "seco:cloud_fraction": patch.cloud_fraction,
+        "seco:valid_fraction": patch.valid_fraction,
+    }
+
+
+# -- one location (runs in a worker) -----------------------------------------------------------------
+
+
+def _write_tif(path: Path, pixels: np.ndarray, crs: str, transform: tuple, compress: str,
+               descriptions: Sequence[str]) -> None:
+    import rasterio
+    from rasterio.transform import Affine
+
+    georef = bool(crs) and len(transform) >= 6
+    e = encode_raster(pixels, rasterio.CRS.from_user_input(crs) if georef else None,
+                      Affine(*transform[:6]) if georef else None, 0, tuple(descriptions),
+                      nodata=0 if pixels.dtype == np.uint16 else None,  # the catalog's no-data DN
+                      compress=compress, fast=False)
+    write_atomic(path, e.data)
+
+
+def _band(patch: Patch, band: str, cache: dict) -> tuple[np.ndarray, Asset]:
+    for a in patch.assets:
+        if band in a.bands:
+            if a.key not in cache:
+                cache[a.key] = a.read()
+            return cache[a.key][a.bands.index(band)], a
+    raise CatalogError(f"item {patch.item_id} has no band {band}",
+                       hint="export the bands every item has (--bands), or check the catalog with `seco-data verify`")
+
+
+def _eight_bit(pixels: np.ndarray, asset: Asset) -> np.ndarray:
+    if pixels.dtype == np.uint8:
+        return pixels
+    if pixels.dtype == np.uint16:
+        return to_uint8(pixels, asset.scale)
+    raise CatalogError(f"{asset.path} holds {pixels.dtype} pixels; only uint16 and uint8 are exported")
+
+
+def write_location(i: int, location: Location, out: str, settings) -> tuple[int, int, int]:
+    """Write location ``i`` into a temporary folder and rename it to ``OUT/<i:06d>``; return
+    (scenes, files, bytes)."""
+    out_p = Path(out)
+    tmp = partial_dir(out_p) / f"{i:06d}.{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    for patch, folder in zip(location.patches, scene_folders(location)):
+        scene = tmp / folder
+        scene.mkdir()
+        cache: dict = {}
+        for band in settings.bands:
+            pixels, asset = _band(patch, band, cache)
+            if settings.bits == 8:
+                pixels = _eight_bit(pixels, asset)
+            elif pixels.dtype != np.uint16:
+                raise CatalogError(f"{asset.path} holds {pixels.dtype} pixels: 16-bit output needs uint16 DN",
+                                   hint="export this catalog with --bits 8")
+            name = seco_band_name(band)
+            _write_tif(scene / f"{name}.tif", pixels[None], asset.crs, asset.transform, settings.compress, [name])
+        write_json(scene / "metadata.json", scene_metadata(patch), indent=None)
+        if settings.preview:
+            rgb, assets = [], []
+            for band in PREVIEW:
+                pixels, asset = _band(patch, band, cache)
+                rgb.append(_eight_bit(pixels, asset))
+                assets.append(asset)
+            _write_tif(tmp / f"{folder}.tif", preview_rgb(np.stack(rgb)), assets[0].crs, assets[0].transform,
+                       settings.compress, ["B4", "B3", "B2"])
+    counts = count_files(tmp)
+    os.rename(tmp, out_p / f"{i:06d}")
+    fsync_dir(out_p)
+    return counts
+
+
+def count_files(folder: Path) -> tuple[int, int, int]:
+    """(scenes, files, bytes) of a finished location folder."""
+    scenes = files = size = 0
+    for entry in os.scandir(folder):
+        if entry.is_dir():
+            scenes += 1
+            for f in os.scandir(entry.path):
+                files += 1
+                size += f.stat().st_size
+        else:
+            files += 1
+            size += entry.stat().st_size
+    return scenes, files, size
+
+
+
+
+def meta_dir(out: Path) -> Path:
+    """Where the settings, the index and the partial writes of the export in ``out`` live."""
+    return out.parent / f".{out.name}.seco"
+
+
+def partial_dir(out: Path) -> Path:
+    return meta_dir(out) / "partial"

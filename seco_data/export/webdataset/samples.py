@@ -1,0 +1,147 @@
+"""One WebDataset sample per location: its plan (members, shapes, sizes; no pixels read) and its bytes.
+
+A sample holds every selected season of one location::
+
+    <key>.json       location, centre, CRS, transforms, dates, scene ids, cloud/valid fractions, item ids
+    <key>.10m.npy    uint16 (seasons, bands, 264, 264)  - one array per resolution group
+    <key>.20m.npy    uint16 (seasons, bands, 132, 132)
+    <key>.60m.npy    uint16 (seasons, bands, 44, 44)
+
+(``--resample-10m`` gives a single ``10m.npy`` with every band repeated to the 10 m grid.) The key is
+the location number, ``%07d``: no dots, as WebDataset splits a member name at its first dot.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ...catalog.index import Location
+from .tar import member_size
+
+
+def npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
+    """The exact header ``np.save`` writes for an array of ``shape`` and ``dtype`` (C order)."""
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
+    )
+    return buf.getvalue()
+
+
+def plan_sample(loc: Location, opts, catalog: str) -> tuple[dict, list, int] | str:
+    """(sample JSON, read list, tar bytes) for one location, or the reason it is skipped."""
+    patches = loc.patches
+    if opts.seasons is not None:
+        by_season = {p.season: p for p in patches}
+        if any(s not in by_season for s in opts.seasons):
+            return "missing_season"
+        patches = tuple(by_season[s] for s in opts.seasons)
+    # band -> (resolution, asset index) from the first patch; every season must match it
+    first = patches[0]
+    available = {b: a.resolution for a in first.assets for b in a.bands}
+    wanted = list(opts.bands) if opts.bands else [b for a in first.assets for b in a.bands]
+    if any(b not in available for b in wanted):
+        return "missing_band"
+    if opts.resample_10m:
+        groups = {"10m": (10, wanted)}
+    else:
+        by_res: dict[int, list[str]] = {}
+        for b in wanted:
+            by_res.setdefault(available[b], []).append(b)
+        groups = {f"{r}m": (r, by_res[r]) for r in sorted(by_res)}
+    reads = []  # per season: [(path, band numbers in the file, group, rows in the group array, upsampling)]
+    shapes: dict[str, tuple[int, int]] = {}
+    transforms: dict[str, list] = {}
+    scales: dict[str, float] = {}
+    dtype = None
+    for p in patches:
+        season_reads = []
+        index = {b: (a, i) for a in p.assets for i, b in enumerate(a.bands, start=1)}
+        for gname, (res, bands) in groups.items():
+            per_file: dict[Path, tuple[list[int], list[int], int]] = {}
+            for row, b in enumerate(bands):
+                if b not in index:
+                    return "missing_band"
+                a, i = index[b]
+                if len(a.shape) != 2:
+                    return "inconsistent_shapes"
+                factor = max(1, a.resolution // res) if opts.resample_10m else 1
+                shape = (a.shape[0] * factor, a.shape[1] * factor)
+                if shapes.setdefault(gname, shape) != shape:
+                    return "inconsistent_shapes"
+                dtype = dtype or a.dtype
+                if a.dtype != dtype:
+                    return "inconsistent_dtype"
+                scales.setdefault(gname, a.scale)
+                if gname not in transforms:
+                    t = list(a.transform)
+                    if factor != 1 and len(t) == 6:
+                        t = [t[0] / factor, t[1], t[2], t[3], t[4] / factor, t[5]]
+                    transforms[gname] = t
+                idx, rows, _ = per_file.setdefault(a.path, ([], [], factor))
+                idx.append(i)
+                rows.append(row)
+            for path, (idx, rows, factor) in per_file.items():
+                season_reads.append([str(path), idx, gname, rows, factor])
+        reads.append(season_reads)
+    arrays = {}
+    size = 0
+    for gname, (res, bands) in groups.items():
+        shape = (len(patches), len(bands), *shapes[gname])
+        arrays[gname] = {"bands": bands, "resolution": res, "shape": list(shape), "dtype": dtype,
+                         "transform": transforms[gname], "scale": scales[gname]}
+        size += member_size(len(npy_header(shape, dtype)) + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+    meta = {
+        "key": f"{loc.location:07d}",
+        "location": loc.location,
+        "catalog": catalog,
+        "centre": [round(loc.point[0], 7), round(loc.point[1], 7)],
+        "crs": next((a.crs for a in first.assets if a.bands), ""),  # a data asset's, not the thumbnail's
+        "arrays": arrays,
+        "seasons": [p.season for p in patches],
+        "dates": [p.datetime for p in patches],
+        "scene_ids": [p.scene_id for p in patches],
+        "platforms": [p.platform for p in patches],
+        "scene_cloud": [p.scene_cloud for p in patches],
+        "cloud_fraction": [p.cloud_fraction for p in patches],
+        "valid_fraction": [p.valid_fraction for p in patches],
+        "item_ids": [p.item_id for p in patches],
+        "resampled": "nearest" if opts.resample_10m else None,
+    }
+    size += member_size(len(_json_bytes(meta)))
+    return meta, reads, size
+
+
+def _json_bytes(meta: dict) -> bytes:
+    return json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
+
+
+def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
+    """Read the pixels of one planned sample and encode its members (key -> bytes)."""
+    import rasterio
+
+    members = {}
+    arrays = {}
+    for g, a in meta["arrays"].items():
+        # the member's bytes are allocated once; GDAL decodes straight into them
+        head = npy_header(tuple(a["shape"]), a["dtype"])
+        buf = bytearray(len(head) + int(np.prod(a["shape"])) * np.dtype(a["dtype"]).itemsize)
+        buf[:len(head)] = head
+        members[f"{g}.npy"] = buf
+        arrays[g] = np.frombuffer(buf, dtype=a["dtype"], offset=len(head)).reshape(a["shape"])
+    for s, season_reads in enumerate(reads):
+        for path, idx, gname, rows, factor in season_reads:
+            dest = arrays[gname][s]
+            with rasterio.open(path) as src:
+                if factor == 1 and rows == list(range(rows[0], rows[0] + len(rows))):
+                    src.read(idx, out=dest[rows[0]:rows[0] + len(rows)])
+                    continue
+                data = src.read(idx)
+            if factor > 1:
+                data = data.repeat(factor, axis=1).repeat(factor, axis=2)
+            dest[rows] = data
+    return {"__key__": meta["key"], "json": _json_bytes(meta), **members}
