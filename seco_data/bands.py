@@ -4,6 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
+#: Sentinel-2 digital numbers to reflectance (L1C top-of-atmosphere, L2A surface): reflectance = DN x DN_SCALE
+DN_SCALE = 1e-4
+#: 8-bit products (the SeCo release: reflectance clipped to [0, 1], x 255, truncated)
+UINT8_SCALE = 1 / 255
+
+
+def default_scale(dtype: str) -> float:
+    """The reflectance scale of data of ``dtype`` whose files do not say (``raster:scale`` missing)."""
+    return UINT8_SCALE if str(dtype) == "uint8" else DN_SCALE
+
+
+def to_uint8(dn: np.ndarray, scale: float) -> np.ndarray:
+    """SeCo's 8-bit value of ``dn``: ``floor(clip(DN * scale, 0, 1) * 255)``; uint8 data at scale 1/255
+    are already in those units (returned as a copy)."""
+    if dn.dtype == np.uint8 and abs(scale * 255 - 1) < 1e-6:
+        return dn.copy()
+    return np.floor(np.clip(dn.astype(np.float64) * scale, 0.0, 1.0) * 255.0).astype(np.uint8)
+
 
 @dataclass(frozen=True)
 class Band:

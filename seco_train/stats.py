@@ -12,7 +12,7 @@ import logging
 
 import numpy as np
 
-from seco_data.bands import canonical
+from seco_data.bands import DN_SCALE, canonical
 from seco_data.errors import ShardError, UsageError
 from seco_data.export.reader import expand_urls, iter_shard
 
@@ -84,7 +84,7 @@ def compute_stats(urls, bands=None, max_samples: int = 2000, seed: int = 0) -> d
     for i in np.random.default_rng(seed).permutation(len(shards)):
         for sample in iter_shard(shards[i]):
             arrays = sample["json"].get("arrays", {})
-            where = {b: (name, row, float(a.get("scale", 1e-4)))
+            where = {b: (name, row, float(a.get("scale", DN_SCALE)))
                      for name, a in arrays.items() for row, b in enumerate(a.get("bands", ()))}
             if wanted is None:
                 wanted = tuple(where)

@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as nnf
 import torchvision.transforms.v2.functional as F
 
-from seco_data.bands import canonical
+from seco_data.bands import DN_SCALE, canonical, to_uint8
 from seco_data.errors import SecoError, UsageError
 
 from .config import MODES, STRETCHES
@@ -132,14 +132,6 @@ class ViewConfig:
 
 # -- images -----------------------------------------------------------------------------------------
 
-def to_uint8(dn: np.ndarray, scale: float) -> np.ndarray:
-    """SeCo's 8-bit value of DN: ``floor(clip(DN * scale, 0, 1) * 255)``; uint8 data with scale 1/255
-    is already in those units."""
-    if dn.dtype == np.uint8 and abs(scale * 255 - 1) < 1e-6:
-        return dn.copy()
-    return np.floor(np.clip(dn.astype(np.float64) * scale, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
 def seco_stretch(value8: np.ndarray, band: str) -> np.ndarray:
     """The reference's quantile stretch of 8-bit values, quantised to uint8."""
     lo, hi = SECO_QUANTILES[band]
@@ -158,7 +150,7 @@ def _locate(meta: dict, bands: tuple[str, ...]) -> list[tuple[str, int, float]]:
     where = {}
     for name, a in meta.get("arrays", {}).items():
         for i, b in enumerate(a.get("bands", ())):
-            where.setdefault(b, (name, i, float(a.get("scale", 1e-4))))
+            where.setdefault(b, (name, i, float(a.get("scale", DN_SCALE))))
     missing = [b for b in bands if b not in where]
     if missing:
         raise SkipSample(f"sample {meta.get('key')} has no band {', '.join(missing)}", reason="missing_band")

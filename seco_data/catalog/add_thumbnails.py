@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from ..bands import default_scale
 from .. import jobs
 from ..errors import CatalogError
 from ..outputs import lock, write_atomic, write_json
@@ -86,7 +87,7 @@ def _scale(asset: dict) -> float:
     s = asset.get("raster:scale")
     if s:
         return float(s)
-    return 1 / 255 if asset.get("data_type") == "uint8" else 1e-4
+    return default_scale(asset.get("data_type") or "uint16")
 
 
 def _process(path: Path, overwrite: bool) -> _Result:

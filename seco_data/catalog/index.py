@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from ..bands import DN_SCALE, default_scale
 from ..errors import CatalogError
 from ..outputs import atomic_path
 from .item import thumbnail_asset
@@ -48,7 +49,7 @@ class Asset:
     transform: tuple[float, ...]  # proj:transform (6 numbers)
     sha256: str | None
     size: int | None
-    scale: float = 1e-4  # raster:scale: reflectance = DN * scale (default 1e-4 for uint16, 1/255 for uint8)
+    scale: float = DN_SCALE  # raster:scale: reflectance = DN * scale (bands.default_scale when files do not say)
 
     def read(self) -> np.ndarray:
         """Pixels (bands, H, W) in the file's own dtype."""
@@ -116,7 +117,7 @@ def _asset(root: Path, key: str, a: dict) -> Asset:
         transform=tuple(a.get("proj:transform") or ()),
         sha256=_checksum(a.get("file:checksum")),
         size=a.get("file:size"),
-        scale=float(scale) if scale else (1 / 255 if dtype == "uint8" else 1e-4),
+        scale=float(scale) if scale else default_scale(dtype),
     )
 
 

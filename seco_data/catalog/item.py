@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from ..bands import BANDS
+from ..bands import BANDS, DN_SCALE
 from .layout import EXTENSIONS, GEOJSON, GEOTIFF, JSON, PNG, STAC_VERSION, THUMBNAIL, data_key
 
 
@@ -30,7 +30,7 @@ class RasterFile:
     bbox: tuple[float, float, float, float]  # in the raster's CRS
     dtype: str = "uint16"
     nodata: int | None = 0
-    scale: float = 1e-4  # raster:scale: reflectance = DN x scale
+    scale: float = DN_SCALE  # raster:scale: reflectance = DN x scale
 
 
 @dataclass(frozen=True)

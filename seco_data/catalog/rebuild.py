@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from ..bands import DN_SCALE
 from ..errors import CatalogError
 from ..outputs import lock
 from .item import ItemSpec, RasterFile, ThumbnailFile, build_item
@@ -57,7 +58,7 @@ def ledger_meta(ledger) -> tuple[CollectionMeta, float]:
     recipe = recipe_from_dict(json.loads(ledger.get("recipe") or "{}"))
     source = json.loads(ledger.get("source") or "null") or {
         "describe": {"name": recipe.source, "product": recipe.product, "synthetic": recipe.source == "sim"},
-        "providers": [], "license": "other", "scale": 1e-4,
+        "providers": [], "license": "other", "scale": DN_SCALE,
     }
     counts = ledger.counts()
     stats = {

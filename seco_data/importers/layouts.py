@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bands import PRODUCT_BANDS, canonical
+from ..bands import DN_SCALE, PRODUCT_BANDS, UINT8_SCALE, canonical
 from ..errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -125,7 +125,7 @@ def _seco_layout(src: Path, product: str | None) -> Layout:
         raise UsageError(f"{root} holds uint16 files: an SSL4EO-S12 layout, not SeCo (uint8)",
                          hint="use `seco-data import ssl4eo`")
     return Layout("seco", root, SECO_FOLDERS.get(root.name, "seco"), SECO_FOLDERS.get(root.name, "seco"),
-                  "L2A", 5, "uint8", 1 / 255, None)
+                  "L2A", 5, "uint8", UINT8_SCALE, None)
 
 
 def _ssl4eo_layout(src: Path, product: str | None) -> Layout:
@@ -164,7 +164,7 @@ def _ssl4eo_layout(src: Path, product: str | None) -> Layout:
         raise UsageError(f"{root} holds uint8 files: a SeCo layout, not SSL4EO-S12 (uint16)",
                          hint="use `seco-data import seco`")
     level = PRODUCTS[product]
-    return Layout("ssl4eo", root, f"ssl4eo-s12-{level.lower()}", "ssl4eo-s12", level, 4, "uint16", 1e-4, 0)
+    return Layout("ssl4eo", root, f"ssl4eo-s12-{level.lower()}", "ssl4eo-s12", level, 4, "uint16", DN_SCALE, 0)
 
 
 def list_locations(root: Path) -> list[tuple[int, str]]:

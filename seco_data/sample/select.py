@@ -61,11 +61,16 @@ class Outcome:
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """The one retry layer: a transient failure (:class:`SourceUnavailable`) of a source call is
+    tried again at most ``retries`` times, after the server's ``Retry-After`` or an exponential
+    backoff from ``base_s`` (at most ``max_s``), with jitter; retries are counted in the source's
+    ``counters``."""
+
     retries: int = 4
     base_s: float = 1.0
     max_s: float = 60.0
 
-    def call(self, fn, *args):
+    def call(self, fn, *args, counters: Counter | None = None):
         for attempt in range(self.retries + 1):
             try:
                 return fn(*args)
@@ -74,6 +79,8 @@ class RetryPolicy:
                     raise
                 delay = min(self.max_s, getattr(e, "retry_after", None) or self.base_s * 2**attempt)
                 delay *= 1 + 0.25 * random.random()  # jitter spreads retries of many workers
+                if counters is not None:
+                    counters["retries"] += 1
                 log.warning("transient source error (%s); retry %d/%d in %.1fs", e, attempt + 1, self.retries, delay)
                 time.sleep(delay)
 
@@ -83,7 +90,7 @@ def choose(
     retry: RetryPolicy = RetryPolicy(),
 ) -> Choice | str:
     """The chosen scene for one season, or the reason none qualifies."""
-    found = retry.call(source.search, grid, window.start.date(), window.end.date())
+    found = retry.call(source.search, grid, window.start.date(), window.end.date(), counters=source.counters)
     scenes = sorted((s for s in found if window.contains(s.datetime)), key=lambda s: (s.cloud_cover, s.datetime))
     if not scenes:
         return "no_scene"
@@ -93,7 +100,7 @@ def choose(
         if scene.cloud_cover > filters.scene_cloud_max:
             skipped["scene_cloud"] += 1
             continue
-        masks = retry.call(source.read_masks, scene, grid)
+        masks = retry.call(source.read_masks, scene, grid, counters=source.counters)
         valid = masks.valid_fraction
         if valid < filters.coverage_min or valid == 0:
             skipped["coverage"] += 1
@@ -128,7 +135,7 @@ def collect_location(
             out.choices.append(got)
         if out.accepted:
             groups = recipe.band_groups
-            reads = retry.call(source.read_many, [c.scene for c in out.choices], grid, groups)
+            reads = retry.call(source.read_many, [c.scene for c in out.choices], grid, groups, counters=source.counters)
             for c, read in zip(out.choices, reads):
                 tags = {"SCENE_ID": c.scene.scene_id, "DATETIME": c.scene.datetime.isoformat()}
                 out.encoded[c.season] = [

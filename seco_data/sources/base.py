@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..bands import DN_SCALE
 from ..grid import PatchGrid
 
 
@@ -76,7 +77,7 @@ class Source(abc.ABC):
     #: STAC provider entries describing where the data comes from
     providers: tuple[dict, ...] = ()
     #: DN scale to reflectance
-    scale: float = 1e-4
+    scale: float = DN_SCALE
     #: DN written where no data exists
     nodata: int = 0
     #: SPDX id of the data licence, or "other" (Copernicus Sentinel data terms, linked in the catalog)

@@ -18,7 +18,8 @@ from collections import OrderedDict
 
 import numpy as np
 
-from ..errors import SourceError, SourceUnavailable
+from ..bands import DN_SCALE
+from ..errors import SourceUnavailable
 from ..grid import PatchGrid
 from .base import Masks, SceneRead, SceneRef, Source, as_date
 from . import earthengine_client as client
@@ -50,7 +51,7 @@ class EarthEngineSource(Source):
         {"name": "ESA", "roles": ["producer", "licensor"], "url": "https://sentinel.esa.int/"},
         {"name": "Google Earth Engine", "roles": ["host"], "url": "https://earthengine.google.com/"},
     )
-    scale = 1e-4
+    scale = DN_SCALE
     nodata = 0
 
     def __init__(self, product: str = "L2A", *, project: str | None = None,
@@ -78,28 +79,19 @@ class EarthEngineSource(Source):
         self._auth = client.resolve_auth(project, credentials, url)  # local checks only, no request
         self.project = self._auth.project
         self._masks: OrderedDict[tuple, Masks] = OrderedDict()
-        self._failed: tuple | None = None
         self._partial: dict = {}
         log.debug("earthengine source: %s, %s endpoint, project %s, cloud %s", self.collection,
                   self.endpoint_kind, self.project, self.cloud)
 
     # ------------------------------------------------------------------ plumbing
     def _call(self, what: str, key: tuple, fn):
-        """One request, made after (re)initialising; retries of a failed call are counted."""
-        if key == self._failed:
-            self.counters["retries"] += 1
+        """One request, made after (re)initialising (retries are the collector's, and counted there)."""
 
         def run():
             client.initialise(self._auth, self.endpoint, self.timeout, self.max_concurrency, self.requests_per_second)
             return fn()
 
-        try:
-            out = client.call(run, self.counters, what)
-        except SourceError:
-            self._failed = key
-            raise
-        self._failed = None
-        return out
+        return client.call(run, self.counters, what)
 
     # ------------------------------------------------------------------ searching
     def search(self, grid: PatchGrid, start: dt.date, end: dt.date) -> list[SceneRef]:

@@ -13,7 +13,6 @@ the single retry layer.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
 import os
@@ -26,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CredentialsError, SourceError, SourceUnavailable
+from .http import retry_after as parse_retry_after
+from .http import session, short
 
 log = logging.getLogger(__name__)
 
@@ -141,16 +142,11 @@ _local = threading.local()  # per thread: counters sink, last status and Retry-A
 class Transport:
     """An httplib2-like transport on a requests session (what ``ee`` expects as ``http_transport``)."""
 
-    def __init__(self, timeout: float, max_concurrency: int, requests_per_second: float):
-        import requests
-
+    def __init__(self, endpoint: str, timeout: float, max_concurrency: int, requests_per_second: float):
         self.timeout = timeout
         self.slots = threading.BoundedSemaphore(max_concurrency)
         self.bucket = TokenBucket(requests_per_second)
-        self.session = requests.Session()
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max_concurrency, max_retries=0)
-        self.session.mount("https://", adapter)
-        self.session.mount("http://", adapter)
+        self.session = session(endpoint, pool_size=max_concurrency)
 
     def request(self, uri, method="GET", body=None, headers=None, redirections=None, connection_type=None, **kw):
         import httplib2
@@ -169,7 +165,7 @@ class Transport:
                 raise TimeoutError(f"no answer within {self.timeout:g} s") from e
             except (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError,
                     requests.exceptions.ContentDecodingError) as e:
-                raise ConnectionError(_short(e)) from e
+                raise ConnectionError(short(e)) from e
         if sink is not None:
             sink["bytes"] += len(content)
         _local.status, _local.retry_after = r.status_code, r.headers.get("Retry-After")
@@ -207,7 +203,7 @@ def initialise(auth: Auth, endpoint: str, timeout: float, max_concurrency: int, 
             ee.Reset()
             old.close()
             _current.update(key=None, transport=None)
-        transport = Transport(timeout, max_concurrency, requests_per_second)
+        transport = Transport(endpoint, timeout, max_concurrency, requests_per_second)
         ee.data.setMaxRetries(0)  # the collector's RetryPolicy is the one retry layer
         try:
             ee.Initialize(credentials=auth.credentials, url=endpoint, project=auth.project, http_transport=transport)
@@ -252,25 +248,25 @@ def classify(e: BaseException, what: str) -> SourceError | None:
     import googleapiclient.errors
 
     ee = import_ee()
-    status, retry_after = getattr(_local, "status", None), _retry_after(getattr(_local, "retry_after", None))
+    status, retry_after = getattr(_local, "status", None), parse_retry_after(getattr(_local, "retry_after", None))
     if isinstance(e, googleapiclient.errors.HttpError):
         status = e.resp.status
-        retry_after = _retry_after(e.resp.get("retry-after")) if retry_after is None else retry_after
-        message = _short(e._get_reason())  # noqa: SLF001 - the only way to the server's message
+        retry_after = parse_retry_after(e.resp.get("retry-after")) if retry_after is None else retry_after
+        message = short(e._get_reason())  # noqa: SLF001 - the only way to the server's message
     elif isinstance(e, ee.EEException):
-        message = _short(e)
+        message = short(e)
     elif isinstance(e, google.auth.exceptions.RefreshError):
         reason = e.args[0] if e.args else type(e).__name__
-        return CredentialsError(f"Earth Engine: could not get an access token ({_short(reason)})",
+        return CredentialsError(f"Earth Engine: could not get an access token ({short(reason)})",
                                 hint=CREDENTIALS_HINT)
     elif isinstance(e, google.auth.exceptions.DefaultCredentialsError):
         return CredentialsError("no Google credentials for Earth Engine", hint=CREDENTIALS_HINT)
     elif isinstance(e, Garbled):
         return SourceUnavailable(f"Earth Engine {what}: {e}")
     elif isinstance(e, (TimeoutError, socket.timeout)):
-        return SourceUnavailable(f"Earth Engine {what} timed out: {_short(e)}")
+        return SourceUnavailable(f"Earth Engine {what} timed out: {short(e)}")
     elif isinstance(e, (ConnectionError, google.auth.exceptions.TransportError)):
-        return SourceUnavailable(f"Earth Engine {what}: connection failed ({_short(e)})")
+        return SourceUnavailable(f"Earth Engine {what}: connection failed ({short(e)})")
     elif isinstance(e, json.JSONDecodeError):
         return SourceUnavailable(f"Earth Engine {what}: malformed JSON answer")
     else:
@@ -303,23 +299,3 @@ def _kind(err: SourceError, e: BaseException) -> str:
     if status == 429:
         return "rate_limited"
     return "server"
-
-
-def _retry_after(value) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date), clamped to an hour."""
-    if value is None:
-        return None
-    try:
-        s = float(value)
-    except (TypeError, ValueError):
-        try:
-            when = email.utils.parsedate_to_datetime(str(value))
-        except (TypeError, ValueError):
-            return None
-        s = when.timestamp() - time.time()
-    return min(max(s, 0.0), 3600.0)
-
-
-def _short(e) -> str:
-    text = " ".join(str(e).split())
-    return text if len(text) <= 300 else text[:297] + "..."

@@ -20,6 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from ..bands import DN_SCALE
 from ..errors import CredentialsError, SourceError, SourceUnavailable
 from ..grid import PatchGrid
 from . import sentinelhub_client as shc
@@ -102,21 +103,19 @@ def evalscript(bands: tuple[str, ...], masks: bool = True) -> str:
 
 class SentinelHubSource(Source):
     """Sentinel-2 from a Sentinel Hub deployment (``endpoint`` ``sentinelhub`` or ``cdse``, or any
-    ``base_url``/``token_url``). ``max_retries`` bounds the retries of one request (5xx, timeouts,
-    broken connections; 429 is left to the collector's retry policy), ``retry_sleep`` is the first
-    backoff (x3 each time), ``timeout`` the seconds allowed per request. ``scene_cloud_max`` (percent)
-    optionally filters the Catalog search server-side."""
+    ``base_url``/``token_url``). Each request is sent once (429, 5xx, timeouts and broken connections
+    are left to the collector's retry policy, the one retry layer); ``timeout`` is the seconds allowed
+    per request. ``scene_cloud_max`` (percent) optionally filters the Catalog search server-side."""
 
     name = "sentinelhub"
     synthetic = False
     io_bound = True
     license = "other"
-    scale = 1e-4
+    scale = DN_SCALE
     nodata = 0
 
     def __init__(self, product: str = "L2A", *, base_url: str | None = None, token_url: str | None = None,
-                 endpoint: str | None = None, max_retries: int = 2, retry_sleep: float = 1.0,
-                 timeout: float = 120.0, scene_cloud_max: float | None = None):
+                 endpoint: str | None = None, timeout: float = 120.0, scene_cloud_max: float | None = None):
         super().__init__(product)
         if endpoint is not None and endpoint not in ENDPOINTS:
             raise ValueError(f"sentinelhub: unknown endpoint {endpoint!r}: use one of {', '.join(ENDPOINTS)}")
@@ -126,15 +125,11 @@ class SentinelHubSource(Source):
         if endpoint is None:
             endpoint = next((k for k, v in ENDPOINTS.items() if v[0] == self.base_url), "custom")
         self.endpoint = endpoint
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or not 0 <= max_retries <= 10:
-            raise ValueError(f"sentinelhub: max_retries must be an integer in [0, 10], got {max_retries!r}")
-        if not (isinstance(timeout, (int, float)) and timeout > 0):
+        if isinstance(timeout, bool) or not (isinstance(timeout, (int, float)) and timeout > 0):
             raise ValueError(f"sentinelhub: timeout must be a positive number of seconds, got {timeout!r}")
-        if not (isinstance(retry_sleep, (int, float)) and 0 <= retry_sleep <= 600):
-            raise ValueError(f"sentinelhub: retry_sleep must be in [0, 600] seconds, got {retry_sleep!r}")
         if scene_cloud_max is not None and not 0 <= scene_cloud_max <= 100:
             raise ValueError(f"sentinelhub: scene_cloud_max must be in [0, 100], got {scene_cloud_max!r}")
-        self.max_retries, self.retry_sleep, self.timeout = max_retries, float(retry_sleep), float(timeout)
+        self.timeout = float(timeout)
         self.scene_cloud_max = scene_cloud_max
         host = preset[2] if self.endpoint in ENDPOINTS else {
             "name": "Sentinel Hub deployment", "roles": ["host", "processor"], "url": self.base_url}
@@ -152,16 +147,15 @@ class SentinelHubSource(Source):
         shc.require_secure(self.token_url)
         sh = _sentinelhub()
         self.client_id = client_id
-        # use_defaults: never read or write ~/.config/sentinelhub; max_retries bounds sentinelhub-py's
-        # own 429 loop wherever its stock client would still run
+        # use_defaults: never read or write ~/.config/sentinelhub; one attempt and no 429 loop wherever
+        # sentinelhub-py's stock client would still run
         self.config = sh.SHConfig(
             use_defaults=True, sh_client_id=client_id, sh_client_secret=secret, sh_base_url=self.base_url,
-            sh_token_url=self.token_url, max_download_attempts=1 + max_retries,
-            download_sleep_time=self.retry_sleep, download_timeout_seconds=self.timeout, max_retries=1 + max_retries,
+            sh_token_url=self.token_url, max_download_attempts=1, download_sleep_time=0.0,
+            download_timeout_seconds=self.timeout, max_retries=1,
         )
         self.collection = collection_for(product, self.base_url)
-        self._client = shc.make_client(self.config, self.counters, max_retries=max_retries,
-                                       retry_sleep=self.retry_sleep, timeout=self.timeout)
+        self._client = shc.make_client(self.config, self.counters, timeout=self.timeout)
         #: masks probed by read_masks, reused when the same scene is then read (few entries: one
         #: location's candidates at a time; a source instance serves one thread)
         self._masks: OrderedDict = OrderedDict()

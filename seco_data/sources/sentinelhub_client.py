@@ -3,11 +3,11 @@
 sentinelhub-py builds the requests (``SentinelHubRequest``, ``DownloadRequest``) and sends them with
 its ``SentinelHubDownloadClient``; this module narrows what that client does on failure:
 
-- a 429 ends the call at once as :class:`SourceUnavailable` carrying the server's ``Retry-After``
-  (milliseconds on the wire, seconds here), so the collector's retry policy waits; sentinelhub-py's
-  own 429 loop (endless unless ``max_retries`` is set) never runs and never warns;
-- 5xx, timeouts, dropped connections and truncated bodies are retried ``max_retries`` times with
-  ``retry_sleep * 3**k`` backoff, then raise :class:`SourceUnavailable`;
+- every request is sent once: a 429 (with the server's ``Retry-After``, milliseconds on the wire,
+  seconds here), a 5xx, a timeout, a dropped connection or a truncated body raises
+  :class:`SourceUnavailable` at once, counted by kind, and the collector's retry policy (the one
+  retry layer) tries again; sentinelhub-py's own retry loops (its 429 loop is endless unless
+  ``max_retries`` is set) never run;
 - 401 once renews the token and tries again, then (like 403) raises :class:`CredentialsError`;
   other 4xx raise :class:`SourceError` with the server's ``error.message``.
 
@@ -28,6 +28,7 @@ from collections import Counter
 from typing import Any
 
 from ..errors import CredentialsError, SourceError, SourceUnavailable
+from .http import retry_after, session
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +74,7 @@ def server_message(response) -> str:
 
 def retry_after_s(response) -> float | None:
     """Sentinel Hub's ``Retry-After`` is in MILLISECONDS."""
-    value = response.headers.get("Retry-After")
-    try:
-        return max(0.0, float(value) / 1000.0) if value is not None else None
-    except ValueError:
-        return None
+    return retry_after(response.headers.get("Retry-After"), unit=1e-3)
 
 
 def session_for(config, timeout: float) -> Any:
@@ -156,10 +153,9 @@ def _session_class() -> type:
     return Session
 
 
-def make_client(config, counters: Counter, *, max_retries: int, retry_sleep: float, timeout: float):
-    """A ``SentinelHubDownloadClient`` whose single-request loop is the bounded one described above."""
-    return _client_class()(config=config, counters=counters, max_retries=max_retries, retry_sleep=retry_sleep,
-                           timeout=timeout)
+def make_client(config, counters: Counter, *, timeout: float):
+    """A ``SentinelHubDownloadClient`` that sends each request once (see the module docstring)."""
+    return _client_class()(config=config, counters=counters, timeout=timeout)
 
 
 class _Transient(Exception):
@@ -180,11 +176,9 @@ def _client_class() -> type:
     from sentinelhub.download.models import DownloadResponse
 
     class Client(SentinelHubDownloadClient):
-        def __init__(self, *, config, counters: Counter, max_retries: int, retry_sleep: float, timeout: float):
+        def __init__(self, *, config, counters: Counter, timeout: float):
             super().__init__(config=config)
             self.counters = counters
-            self.max_retries = max_retries
-            self.retry_sleep = retry_sleep
             self.timeout = timeout
             self._http = None  # requests.Session, made on first use
 
@@ -198,33 +192,19 @@ def _client_class() -> type:
             if request.url is None:
                 raise ValueError(f"Faulty request {request}, no URL specified.")
             if self._http is None:
-                http = requests.Session()
-                # proxies and CA bundle from the environment once, not on every request
-                http.proxies = requests.utils.get_environ_proxies(request.url)
-                http.verify = requests.utils.extract_zipped_paths(requests.utils.DEFAULT_CA_BUNDLE_PATH)
-                if os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"):
-                    http.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ["CURL_CA_BUNDLE"]
-                http.trust_env = False
-                self._http = http
+                self._http = session(request.url)
             return self._http.request(request.request_type.value, url=request.url, json=request.post_values,
                                       headers=self._prepare_headers(request),
                                       timeout=self.config.download_timeout_seconds)
 
         def _execute_download(self, request) -> DownloadResponse:  # replaces the stock retry decorators
             renewed = False
-            attempt = 0
             while True:
                 try:
                     return self._attempt(request)
                 except _Transient as e:
                     self.counters[e.kind] += 1
-                    if attempt >= self.max_retries:
-                        raise SourceUnavailable(f"{e} (after {attempt + 1} attempts)") from None
-                    delay = self.retry_sleep * 3**attempt
-                    attempt += 1
-                    self.counters["retries"] += 1
-                    log.debug("Sentinel Hub: %s; retry %d/%d in %.2fs", e, attempt, self.max_retries, delay)
-                    time.sleep(delay)
+                    raise SourceUnavailable(str(e)) from None
                 except _Expired:
                     if renewed:
                         raise CredentialsError(f"{REJECTED} ({request.url} answered 401 with a fresh token)",

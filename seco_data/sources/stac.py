@@ -25,10 +25,11 @@ import numpy as np
 from ..bands import BANDS, PRODUCT_BANDS
 from ..errors import SourceError, SourceUnavailable
 from ..grid import PatchGrid
+from .http import retry_after
 from .base import Masks, SceneRead, SceneRef, Source
 from .stac_catalog import (
     CATALOG_HINT, INSTALL_HINT, band_asset, cloud_asset, cloud_spec, default_collection, fetch_json,
-    http_error, is_url, item_time, PlanetaryComputerSigner, retry_after_seconds, static_index,
+    stac_error, is_url, item_time, PlanetaryComputerSigner, static_index,
 )
 from .stac_read import read_on_grid
 
@@ -126,9 +127,9 @@ class StacSource(Source):
             except ImportError:
                 raise SourceError("the stac source needs pystac-client to search STAC APIs",
                                   hint=INSTALL_HINT) from None
-            # connection errors are retried here; HTTP errors and timeouts go to the collector's policy
-            io = StacApiIO(timeout=self.timeout, max_retries=Retry(total=None, connect=2, read=0, status=0,
-                                                                   other=0, redirect=5, backoff_factor=0.2))
+            # no retries here (redirects are followed): failures go to the collector's policy, the one retry layer
+            io = StacApiIO(timeout=self.timeout, max_retries=Retry(total=None, connect=0, read=0, status=0,
+                                                                   other=0, redirect=5))
             io.session.hooks["response"].append(self._on_response)
             self._client = self._api_call(lambda: Client.open(self.url, stac_io=io, timeout=self.timeout),
                                           "opening the STAC API")
@@ -137,7 +138,7 @@ class StacSource(Source):
     def _on_response(self, resp, *args, **kwargs):
         self.counters["requests"] += 1
         self.counters["bytes"] += len(resp.content or b"")
-        self._retry_after = retry_after_seconds(resp.headers.get("Retry-After"))
+        self._retry_after = retry_after(resp.headers.get("Retry-After"))
 
     def _api_call(self, fn, what: str):
         from pystac_client.exceptions import APIError
@@ -149,7 +150,7 @@ class StacSource(Source):
             raise
         except APIError as e:
             code = getattr(e, "status_code", None)
-            raise http_error(code, f"{what} {self.url}", self._retry_after if code else None, str(e)) from None
+            raise stac_error(code, f"{what} {self.url}", self._retry_after if code else None, str(e)) from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise SourceUnavailable(f"{what} {self.url}: malformed JSON ({e})") from None
         except OSError as e:

@@ -7,7 +7,6 @@ Also: which asset of an item holds which band (Earth Search v1 names, ``B02``-st
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 import logging
 import os
@@ -24,7 +23,8 @@ from urllib.parse import urljoin, urlsplit
 import numpy as np
 
 from ..bands import BANDS
-from ..errors import CredentialsError, SourceError, SourceUnavailable
+from ..errors import SourceError, SourceUnavailable
+from .http import http_error, retry_after
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +53,11 @@ SCL_KEYS = ("scl", "SCL")
 
 # -- HTTP ------------------------------------------------------------------------------------
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds (delta-seconds or an HTTP date), None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
-    except (TypeError, ValueError):
-        return None
-
-
-def http_error(status: int | None, what: str, retry_after: float | None = None, detail: str = "") -> SourceError:
-    """The seco error for an HTTP status: 401/403 credentials, 408/429/5xx transient, else permanent."""
-    detail = " ".join(detail.split())[:200]
-    msg = f"{what}: HTTP {status}" + (f" ({detail})" if detail else "")
-    if status in (401, 403):
-        return CredentialsError(msg, hint="the server refused access: check the signing option or the "
-                                          "credentials in the environment (e.g. PC_SDK_SUBSCRIPTION_KEY)")
-    if status is None or status in (408, 425, 429) or status >= 500:
-        return SourceUnavailable(msg, retry_after=retry_after)
-    return SourceError(msg, hint=CATALOG_HINT if status == 404 else None)
+def stac_error(status: int | None, what: str, retry_after_s: float | None = None, detail: str = "") -> SourceError:
+    """The seco error for an HTTP status of a STAC service or asset host."""
+    return http_error(status, what, retry_after_s=retry_after_s, detail=detail, hint=CATALOG_HINT if status == 404 else None,
+                      credentials_hint="the server refused access: check the signing option or the credentials in "
+                                       "the environment (e.g. PC_SDK_SUBSCRIPTION_KEY)")
 
 
 def is_url(href: str) -> bool:
@@ -92,7 +72,7 @@ def fetch_json(url: str, timeout: float, counters: Counter, what: str = "STAC re
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             body = resp.read()
     except urllib.error.HTTPError as e:
-        raise http_error(e.code, f"{what} {url}", retry_after_seconds(e.headers.get("Retry-After")),
+        raise stac_error(e.code, f"{what} {url}", retry_after(e.headers.get("Retry-After")),
                          e.read().decode("utf-8", "replace")) from None
     except (urllib.error.URLError, OSError) as e:  # refused, reset, timeout, truncated body
         raise SourceUnavailable(f"{what} {url} failed: {getattr(e, 'reason', None) or e}") from None

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import SourceError, SourceUnavailable
 from ..grid import PatchGrid
-from .stac_catalog import CATALOG_HINT, http_error, is_url
+from .stac_catalog import CATALOG_HINT, is_url, stac_error
 
 #: GDAL settings for remote reads. ``CPL_VSIL_CURL_NON_CACHED`` keeps GDAL from remembering a failed
 #: request (a single 503 would otherwise make the file unreadable for the rest of the process).
@@ -28,8 +28,7 @@ GDAL_ENV = {
     "CPL_VSIL_CURL_NON_CACHED": "/vsicurl/",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
     "GDAL_HTTP_MULTIPLEX": "YES",
-    "GDAL_HTTP_MAX_RETRY": "2",
-    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_MAX_RETRY": "0",  # the collector's retry policy is the one retry layer
     "GDAL_HTTP_CONNECTTIMEOUT": "10",
     "VSI_CACHE": "FALSE",
 }
@@ -127,7 +126,7 @@ def _raster_error(e: Exception, href: str) -> SourceError:
         return SourceError(f"cannot read asset {path}: {msg}")
     m = re.search(r"HTTP (?:response )?code:? (\d{3})", msg)
     if m:
-        return http_error(int(m.group(1)), f"reading {_redact(href)}", detail=msg)
+        return stac_error(int(m.group(1)), f"reading {_redact(href)}", detail=msg)
     return SourceUnavailable(f"reading {_redact(href)} failed: {msg}")
 
 

@@ -42,9 +42,10 @@ import torch
 import torch.nn.functional as nnf
 from torch.utils.data import Dataset
 
+from seco_data.bands import DN_SCALE, to_uint8
 from seco_data.errors import UsageError
 
-from ..views import IMAGENET, seco_stretch, to_uint8
+from ..views import IMAGENET, seco_stretch
 from .errors import DatasetFormatError, DatasetNotFoundError
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,6 @@ ALL_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09
 RGB_BANDS = ("B04", "B03", "B02")
 BAND_SETS = {"rgb": RGB_BANDS, "all": ALL_BANDS}
 PATCH_SIZE = 120
-DN_SCALE = 1e-4  # L2A DN -> surface reflectance
 SPLITS = ("train", "val", "test")
 EXCLUSION_FILES = ("patches_with_seasonal_snow.csv", "patches_with_cloud_and_shadow.csv")
 

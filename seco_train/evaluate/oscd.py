@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as nnf
 from torch.utils.data import Dataset
 
+from seco_data.bands import DN_SCALE
 from seco_data.errors import UsageError
 
 from ..views import IMAGENET
@@ -45,7 +46,6 @@ log = logging.getLogger(__name__)
 IMAGES_DIR = "Onera Satellite Change Detection dataset - Images"
 LABELS_DIR = "Onera Satellite Change Detection dataset - Train Labels"
 RGB_BANDS = ("B04", "B03", "B02")
-DN_SCALE = 1e-4
 TILE = 96
 
 #: The 14 cities with public change maps (the official train.txt).

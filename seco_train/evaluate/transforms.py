@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from seco_data.bands import DN_SCALE
 from seco_data.errors import UsageError
 
 from ..views import IMAGENET
@@ -31,7 +32,7 @@ def rgb8(pixels: np.ndarray) -> torch.Tensor:
     return (x - _RGB_MEAN) / _RGB_STD
 
 
-def reflectance(dn: np.ndarray, bands: tuple[str, ...], stats: dict, scale: float = 1e-4) -> torch.Tensor:
+def reflectance(dn: np.ndarray, bands: tuple[str, ...], stats: dict, scale: float = DN_SCALE) -> torch.Tensor:
     """``C x H x W`` digital numbers of ``bands`` -> ``(DN * scale - mean) / std`` per band.
 
     ``stats``: ``{band: {"mean": m, "std": s}}`` (or ``{"bands": {...}}``) from ``seco-train stats``.

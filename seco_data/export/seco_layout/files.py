@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...bands import ALIASES
+from ...bands import ALIASES, to_uint8
 from ...catalog.index import Asset, Location, Patch
 from ...errors import CatalogError
 from ...geotiff import encode_raster
@@ -28,11 +28,6 @@ PREVIEW = ("B04", "B03", "B02")
 def seco_band_name(band: str) -> str:
     """SeCo's file name for a canonical band (``B01`` -> ``B1``, ``B8A`` -> ``B8A``)."""
     return _SECO_NAME.get(band, band)
-
-
-def to_uint8(dn: np.ndarray, scale: float) -> np.ndarray:
-    """SeCo's 8-bit conversion: ``floor(clip(DN * scale, 0, 1) * 255)``."""
-    return np.floor(np.clip(dn.astype(np.float64) * scale, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
 def preview_rgb(rgb8: np.ndarray) -> np.ndarray:
