@@ -58,7 +58,7 @@ demo: install
 
 # browser-test screenshots land in tests/artifacts/ (kept, gitignored)
 test: install browser
-	SECO_SHARED=$(SHARED) $(BIN)/python -m pytest -q
+	SECO_SHARED=$(SHARED) $(BIN)/python -m pytest -q -n auto
 
 bench: install
 	$(BIN)/python bench/bench_sample.py

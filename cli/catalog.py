@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from seco_data.catalog.layout import CATALOG, COLLECTION, INDEX
+
 from .base import SecoGroup, quiet
 from .options import json_option, out_option, overwrite_option, workers_option
 from .progress import Bar
@@ -129,7 +131,7 @@ def catalog_serve(root, host, port):
     url = server.url
     click.echo(f"serving {root} (read-only); press Ctrl-C to stop")
     click.echo(f"  viewer     {url}/viewer/")
-    click.echo(f"  STAC       {url}/catalog.json")
+    click.echo(f"  STAC       {url}/{CATALOG}")
     click.echo(f"  STAC API   {url}/api")
     try:
         server.serve_forever()
@@ -164,7 +166,7 @@ def catalog_thumbnails(ctx, root, overwrite, workers, as_json):
         failed = ", ".join(f"{k} {v}" for k, v in sorted(r.failed.items())) or "none"
         click.echo(f"thumbnails of {r.items} items in {r.seconds:.1f} s: written {r.written}, "
                    f"already present {r.present}, failed {sum(r.failed.values())} ({failed})")
-        click.echo(f"index refreshed: {root / 'items.parquet'}, {root / 'collection.json'}")
+        click.echo(f"index refreshed: {root / INDEX}, {root / COLLECTION}")
     for line in r.failures[:50]:
         click.echo(f"FAIL {line}", err=True)
     if not r.ok:

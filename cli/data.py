@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from seco_data import __version__
+from seco_data.catalog.layout import CATALOG, INDEX
 
 from .base import quiet, root_group
 from .options import json_option, load_recipe_from, out_option, overwrite_option, recipe_options, workers_option
@@ -55,7 +56,7 @@ def _summary(r) -> str:
         "scenes skipped: " + (", ".join(f"{k} {v}" for k, v in sorted(r.skipped_scenes.items())) or "none"),
         *(["source usage: " + ", ".join(f"{k} {v:g}" for k, v in sorted(r.source_stats.items()))]
           if r.source_stats else []),
-        f"catalog: {r.out / 'catalog.json'}  (index: {r.out / 'items.parquet'})",
+        f"catalog: {r.out / CATALOG}  (index: {r.out / INDEX})",
         f"next: seco-data catalog info {r.out}",
     ]
     return "\n".join(lines)

@@ -97,7 +97,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
             per_format.setdefault(o, []).append(name)
     refuse_inapplicable(ctx, per_format, fmt, "--format")
     if fmt == "webdataset":
-        from seco_data.export.webdataset import ShardOptions, export_webdataset
+        from seco_data.export.webdataset import MANIFEST, ShardOptions, export_webdataset
 
         options = ShardOptions(maxcount=maxcount, maxsize=maxsize, seed=seed, bands=_csv(bands), seasons=seasons,
                                resample_10m=resample_10m, prefix=prefix)
@@ -111,7 +111,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
                        f"{r.bytes / 1e9:.2f} GB in {r.seconds:.1f} s ({r.bytes / 1e6 / max(r.seconds, 1e-9):.0f} MB/s)"
                        + (f"; {r.reused_shards} shards kept from an earlier run" if r.reused_shards else ""))
             click.echo(f"locations skipped: {skipped}")
-            click.echo(f"manifest: {out / 'shards.json'} (also a wids index)")
+            click.echo(f"manifest: {out / MANIFEST} (also a wids index)")
             click.echo(f"next: seco-data verify {out}")
         return
 

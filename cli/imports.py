@@ -7,6 +7,8 @@ from pathlib import Path
 
 import click
 
+from seco_data.catalog.layout import CATALOG, INDEX
+
 from .base import quiet
 from .options import RegistryChoice, json_option, out_option, overwrite_option, workers_option
 from .progress import Bar
@@ -65,7 +67,7 @@ def _summary(r, shown: int = 10) -> str:
         *(f"  {s.folder}: {s.reason}: {s.detail}" for s in r.skipped_locations[:shown]),
         *([f"  ... and {len(r.skipped_locations) - shown} more (--json lists them all)"]
           if len(r.skipped_locations) > shown else []),
-        f"catalog: {r.out / 'catalog.json'}  (index: {r.out / 'items.parquet'})",
+        f"catalog: {r.out / CATALOG}  (index: {r.out / INDEX})",
         f"next: seco-data export {r.out} --format webdataset --out shards/",
     ]
     return "\n".join(lines)

@@ -43,10 +43,10 @@ def _build(path: Path) -> None:
         mask = mask[::-1]
     bits = np.packbits(mask, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    from .outputs import atomic_file
+
+    with atomic_file(path) as f:
         np.save(f, bits)
-    os.replace(tmp, path)
 
 
 def packed_bits() -> np.ndarray:

@@ -144,6 +144,23 @@ def write_json(path: str | Path, obj, *, indent: int | None = 1, durable: bool =
     write_atomic(path, text + "\n", durable=durable)
 
 
+def replace_folder(tmp: str | Path, dest: str | Path) -> None:
+    """Put the finished folder ``tmp`` in place of ``dest`` (replaced if it exists; restored if the
+    swap fails), durably."""
+    tmp, dest = Path(tmp), Path(dest)
+    old = dest.with_name(f".{dest.name}.old{os.getpid()}")
+    if dest.exists():
+        os.replace(dest, old)
+    try:
+        os.replace(tmp, dest)
+    except BaseException:
+        if old.exists() and not dest.exists():
+            os.replace(old, dest)
+        raise
+    fsync_dir(dest.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of the file at ``path``, read in 4 MiB chunks."""
     h = hashlib.sha256()

@@ -24,6 +24,8 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 #: how images are stretched: SeCo's RGB quantile stretch, or per-band statistics
 STRETCHES = ("seco", "stats")
 DEVICES = ("auto", "cpu", "cuda")
+#: the resolved config, saved in every run folder (and inside every checkpoint)
+CONFIG_FILE = "config.yaml"
 CONFIG = Schema(ConfigError, "config key")
 
 

@@ -44,6 +44,20 @@ def build_backbone(name: str = "resnet18", in_channels: int = 3) -> tuple[nn.Mod
     return net, dim
 
 
+@torch.no_grad()
+def feature_dim(encoder: nn.Module, in_channels: int) -> int:
+    """The size of ``encoder``'s pooled features (one forward pass of a small image, in eval mode)."""
+    was = encoder.training
+    encoder.eval()
+    try:
+        out = encoder(torch.zeros(2, in_channels, 64, 64))
+    finally:
+        encoder.train(was)
+    if out.dim() != 2:
+        raise UsageError(f"the backbone must map (B, C, H, W) images to (B, D) features, it gives {tuple(out.shape)}")
+    return int(out.shape[1])
+
+
 def projection_head(in_dim: int, out_dim: int) -> nn.Sequential:
     """Linear(D, D) - ReLU - Linear(D, out_dim), as the reference."""
     return nn.Sequential(nn.Linear(in_dim, in_dim), nn.ReLU(), nn.Linear(in_dim, out_dim))
@@ -59,8 +73,8 @@ class SeasonalContrast(nn.Module):
     encoder sees a batch shuffled across ranks (MoCo's shuffle-BN); in a single process BN is plain.
     """
 
-    def __init__(self, backbone: str = "resnet18", in_channels: int = 3, mode: str = "seco", dim: int = 128,
-                 queue_size: int = 16384, momentum: float = 0.999, temperature: float = 0.07,
+    def __init__(self, backbone: str | nn.Module = "resnet18", in_channels: int = 3, mode: str = "seco",
+                 dim: int = 128, queue_size: int = 16384, momentum: float = 0.999, temperature: float = 0.07,
                  shuffle_bn: bool = True):
         super().__init__()
         if mode not in MODES:
@@ -71,7 +85,7 @@ class SeasonalContrast(nn.Module):
             raise UsageError(f"momentum must be in [0, 1], got {momentum}")
         if temperature <= 0:
             raise UsageError(f"temperature must be > 0, got {temperature}")
-        self.backbone_name = backbone
+        self.backbone_name = backbone if isinstance(backbone, str) else type(backbone).__name__
         self.in_channels = in_channels
         self.mode = mode
         self.dim = dim
@@ -81,7 +95,10 @@ class SeasonalContrast(nn.Module):
         self.shuffle_bn = shuffle_bn
         self.num_subspaces = SUBSPACES[mode]
 
-        self.encoder_q, self.feature_dim = build_backbone(backbone, in_channels)
+        if isinstance(backbone, nn.Module):  # any encoder of (B, C, H, W) images to (B, D) features
+            self.encoder_q, self.feature_dim = backbone, feature_dim(backbone, in_channels)
+        else:
+            self.encoder_q, self.feature_dim = build_backbone(backbone, in_channels)
         self.heads_q = nn.ModuleList(projection_head(self.feature_dim, dim) for _ in range(self.num_subspaces))
         # key encoder and key heads: momentum copies, never updated by gradient
         self.encoder_k = copy.deepcopy(self.encoder_q)

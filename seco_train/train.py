@@ -36,11 +36,11 @@ import torch
 
 from seco_data.errors import OutputError
 from seco_data.jobs import Progress, ProgressFn
-from seco_data.outputs import atomic_path, write_atomic, write_json
+from seco_data.outputs import atomic_file, atomic_path, write_atomic, write_json
 from seco_data.config import differences
 
 from . import __version__
-from .config import ConfigError, RunConfig, config_from_dict
+from .config import CONFIG_FILE, ConfigError, RunConfig, config_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,12 @@ class Metrics:
         if start and self.path.exists():
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= start]
-        self.f = open(self.path, "w", newline="")
-        self.w = csv.DictWriter(self.f, FIELDS, extrasaction="ignore")
-        self.w.writeheader()
-        self.w.writerows(rows)
-        self.f.flush()
+        with atomic_file(self.path, "w", encoding="utf-8") as f:  # the rows kept, then appended to
+            w = csv.DictWriter(f, FIELDS, extrasaction="ignore", lineterminator="\n")
+            w.writeheader()
+            w.writerows(rows)
+        self.f = open(self.path, "a", newline="", encoding="utf-8")
+        self.w = csv.DictWriter(self.f, FIELDS, extrasaction="ignore", lineterminator="\n")
         self.tb = None
         if tensorboard:
             with warnings.catch_warnings():  # tensorboard's own imports warn about deprecated modules
@@ -272,8 +273,12 @@ def train_step(net, optimizer, q, keys, *, device: str, bf16: bool):
 
 
 def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
-          progress: ProgressFn | None = None) -> TrainReport:
-    """Pre-train with ``cfg`` into ``out`` (see the module docstring); ``resume`` continues a run."""
+          progress: ProgressFn | None = None, make_model=None) -> TrainReport:
+    """Pre-train with ``cfg`` into ``out`` (see the module docstring); ``resume`` continues a run.
+
+    ``make_model(cfg)`` builds the :class:`~seco_train.model.SeasonalContrast` to train instead of the
+    one ``cfg.model`` describes (e.g. with an encoder of your own); it is called after seeding, so a
+    resume rebuilds the same model."""
     t0 = time.monotonic()
     out = Path(out)
     device = resolve_device(cfg)
@@ -296,12 +301,12 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
         log.info("no checkpoint in %s: starting from step 0", out)
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.yaml", cfg.to_yaml())
+        write_atomic(out / CONFIG_FILE, cfg.to_yaml())
 
     torch.manual_seed(cfg.seed)  # the same initial weights and queues on every rank
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
-    model = build_model(cfg, d)
+    model = build_model(cfg, d) if make_model is None else make_model(cfg)
     if d.world_size > 1 and cfg.model.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)

@@ -6,6 +6,12 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SECO_SHARED") or ROOT.parent / "shared").resolve()
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # tests run in parallel, one per core (make test: -n auto): each keeps to one thread, so OpenMP
+    # pools do not oversubscribe the cores (set before torch or numpy start their thread pools)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+
 
 @pytest.fixture(scope="session")
 def shared() -> Path:

@@ -52,3 +52,17 @@ def check_catalog(out: Path, n: int, seasons: int) -> list[dict]:
     table = pq.read_table(out / "items.parquet", columns=["id"])
     assert sorted(table.column("id").to_pylist()) == sorted(ids)
     return items
+
+
+def tiny_encoder(in_channels: int = 3, width: int = 16):
+    """A small CNN encoder ((B, C, H, W) -> (B, width), with batch norm) for the model and trainer tests
+    where the ResNet is not the point."""
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv2d(in_channels, width // 2, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width // 2), nn.ReLU(),
+        nn.Conv2d(width // 2, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )
+    net.width = width
+    return net

@@ -122,3 +122,66 @@ def test_sources_check(runner, scripted):
     assert "10 m: 1x264x264 uint16, 20 m: 1x132x132 uint16" in r.output
     r = runner.invoke(data_main, ["sources", "check", "--source", scripted, "--set", "source_options.fail_first=99"])
     assert r.exit_code == 6 and "FAIL search" in r.output and "Traceback" not in r.output
+
+
+def test_shared_options_verbosity_anywhere_and_a_closed_pipe(runner, tmp_path, scripted):
+    import os
+    import subprocess
+    import sys
+
+    # -v / -q after the subcommand as well as before it
+    r = _ok(runner.invoke(data_main, ["recipe", "list", "-q"]))
+    assert "seco-1m" in r.output
+    out = tmp_path / "o"
+    r = _ok(runner.invoke(data_main, ["sample", "--source", scripted, "--n", "2", "--out", str(out), "--bands", "B02",
+                                      "-q"]))
+    assert r.output.strip() == ""
+    # `seco-data -v recipe list | head -1`: the reader went away before we wrote; no message, status 141
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([sys.executable, "-c", "from seco_cli.data import main; main()", "-v", "recipe", "list"],
+                          stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert proc.returncode == 141 and proc.stderr.strip() == "", (proc.returncode, proc.stderr)
+
+
+def test_source_options_are_checked_by_name(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("SH_CLIENT_ID", "id")
+    monkeypatch.setenv("SH_CLIENT_SECRET", "secret")
+    _one_line_error(runner.invoke(data_main, ["sample", "--set", "source_options.bogus=1", "--out", str(tmp_path / "a")]),
+                    2, "source_options.bogus", "its options")
+    _one_line_error(runner.invoke(data_main, ["sample", "--source", "sentinelhub", "--set", "source_options.timeout=0",
+                                              "--out", str(tmp_path / "b")]), 2, "timeout")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_refusing_another_output_exits_3_for_every_command(runner, tmp_path, scripted, demo_catalog):
+    cat = tmp_path / "cat"
+    _ok(runner.invoke(data_main, ["sample", "--source", scripted, "--n", "2", "--out", str(cat), "--bands", "B02"]))
+    _one_line_error(runner.invoke(data_main, ["sample", "--source", scripted, "--n", "2", "--out", str(cat),
+                                              "--bands", "B02,B03"]), 3, "other settings", "bands")
+    shards = tmp_path / "shards"
+    _ok(runner.invoke(data_main, ["export", str(demo_catalog), "--out", str(shards), "--maxcount", "2"]))
+    _one_line_error(runner.invoke(data_main, ["export", str(demo_catalog), "--out", str(shards), "--maxcount", "3"]),
+                    3, "other settings", "maxcount", "--overwrite")
+    _ok(runner.invoke(data_main, ["export", str(demo_catalog), "--out", str(shards), "--maxcount", "3",
+                                  "--overwrite"]))
+
+
+def test_options_that_do_not_apply_to_the_format_are_refused(runner, tmp_path, demo_catalog):
+    _one_line_error(runner.invoke(data_main, ["export", str(demo_catalog), "--format", "seco", "--out",
+                                              str(tmp_path / "a"), "--maxcount", "5", "--prefix", "x"]),
+                    2, "--maxcount, --prefix", "--format seco")
+    _one_line_error(runner.invoke(data_main, ["export", str(demo_catalog), "--out", str(tmp_path / "b"), "--bits",
+                                              "16"]), 2, "--bits", "--format webdataset")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_rebuild_restores_a_missing_sub_catalog_folder(runner, tmp_path, scripted):
+    import shutil
+
+    out = tmp_path / "o"
+    _ok(runner.invoke(data_main, ["sample", "--source", scripted, "--n", "2", "--out", str(out), "--bands", "B02"]))
+    shutil.rmtree(out / "0000")
+    assert "rebuilt: 2 locations, 8 items" in _ok(runner.invoke(data_main, ["catalog", "rebuild", str(out)])).output
+    assert (out / "0000" / "catalog.json").is_file()

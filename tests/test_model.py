@@ -9,12 +9,16 @@ import torch
 from seco_train.losses import normalize
 from seco_train.model import SeasonalContrast, build_backbone
 
+from helpers import tiny_encoder
+
 B, K, DIM, SIZE, T = 4, 32, 16, 32, 0.07
 
 
-def make(mode="seco", queue_size=K, momentum=0.9, seed=0) -> SeasonalContrast:
+def make(mode="seco", queue_size=K, momentum=0.9, seed=0, backbone=None) -> SeasonalContrast:
+    """The model with a tiny CNN encoder (the loss, queues and momentum do not depend on the ResNet)."""
     torch.manual_seed(seed)
-    return SeasonalContrast(mode=mode, dim=DIM, queue_size=queue_size, momentum=momentum, temperature=T)
+    return SeasonalContrast(backbone=backbone or tiny_encoder(), mode=mode, dim=DIM, queue_size=queue_size,
+                            momentum=momentum, temperature=T)
 
 
 def batch(mode="seco", seed=1, n=B):
@@ -58,7 +62,7 @@ def reference_loss(z_q, z_k, queues, temperature):
 
 @pytest.mark.parametrize("mode", ["seco", "moco"])
 def test_loss_matches_per_sample_reference(mode):
-    model = make(mode)
+    model = make(mode, backbone="resnet18")  # a realistic, non-degenerate loss (a tiny CNN gives loss_0 ~ 0)
     perturb_queries(model)
     q, keys = batch(mode)
     queues = [model.queue(i).clone() for i in range(model.num_subspaces)]
@@ -83,7 +87,7 @@ def test_loss_matches_per_sample_reference(mode):
         assert metrics[f"acc_{i}"].item() == pytest.approx(accs[i])
         assert not metrics[f"loss_{i}"].requires_grad
     # the momentum update happened before the keys: keys from the pre-update encoder give another loss
-    stale = make(mode)
+    stale = make(mode, backbone="resnet18")
     with torch.no_grad():
         stale_k = [[normalize(model.heads_k[i](stale.encoder_k(k))) for k in keys] for i in range(n)]
     assert reference_loss(z_q, stale_k, queues, T)[0] != pytest.approx(total, rel=1e-5)
@@ -146,15 +150,16 @@ def test_momentum_update_and_key_encoder_gets_no_gradient():
 
 
 def test_deterministic_initialisation():
-    a, b = make("seco"), make("seco")
+    a, b = make("seco", backbone="resnet18"), make("seco", backbone="resnet18")
     assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
     assert all(torch.equal(p, k) for p, k in zip(a.encoder_q.parameters(), a.encoder_k.parameters()))
     assert not torch.equal(a.queue(0), a.queue(1))
+    assert a.feature_dim == 512 and make("seco").feature_dim == tiny_encoder().width
     assert build_backbone("resnet18", 13)[0].conv1.in_channels == 13
 
 
 def test_bf16_autocast_channels_last_forward_backward():
-    model = make("seco").to(memory_format=torch.channels_last)
+    model = make("seco", backbone="resnet18").to(memory_format=torch.channels_last)
     q, keys = batch("seco")
     q = q.contiguous(memory_format=torch.channels_last)
     keys = [k.contiguous(memory_format=torch.channels_last) for k in keys]

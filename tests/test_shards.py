@@ -169,7 +169,7 @@ def test_urls_globs_braces_and_http(shards):
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(shards))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/seco-{{000000..000002}}.tar"
         remote = list(ShardReader(url, split=Split()))

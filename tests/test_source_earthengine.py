@@ -5,7 +5,6 @@ import json
 import socket
 import sys
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -253,10 +252,10 @@ def test_outage_ends_the_run_and_a_rerun_resumes(tmp_path, server):
 
 
 def test_concurrency_and_rate_limits(server):
-    server.hold = 0.1
     src = _source(server, max_concurrency=2)
     src.search(GRID, dt.date(2021, 3, 1), dt.date(2021, 3, 5))  # initialise
     server.max_in_flight = 0
+    server.gate = 2  # the server answers only once two requests overlap: the cap is reached, never passed
     sources = [get_source("earthengine", "L2A", url=server.url, project="test-project", timeout=5.0,
                           max_concurrency=2) for _ in range(6)]
     window = (GRID, dt.date(2021, 3, 1), dt.date(2021, 3, 5))
@@ -266,11 +265,22 @@ def test_concurrency_and_rate_limits(server):
     for t in threads:
         t.join()
     assert server.max_in_flight == 2 and all(s.counters["requests"] == 1 for s in sources)
-    bucket = client.TokenBucket(50.0)
-    t0 = time.monotonic()
+    clock = FakeClock()
+    bucket = client.TokenBucket(50.0, clock=clock.now, sleep=clock.sleep)
     for _ in range(25):
         bucket.acquire()
-    assert time.monotonic() - t0 >= 20 / 50 * 0.9  # burst of 5, then 50 per second
+    assert clock.t == pytest.approx(20 / 50)  # a burst of 5, then 50 per second
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
 
 
 # -- credentials ---------------------------------------------------------------------------------

@@ -81,9 +81,20 @@ def _weights(run: Path) -> dict:
     return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=False)["model"]
 
 
+def _tiny_model(cfg):
+    """SeCo with a small CNN encoder: resuming does not depend on the ResNet."""
+    from seco_train.model import SeasonalContrast
+
+    from helpers import tiny_encoder
+
+    return SeasonalContrast(backbone=tiny_encoder(), mode=cfg.model.mode, dim=cfg.model.dim,
+                            queue_size=cfg.model.queue_size, momentum=cfg.model.momentum,
+                            temperature=cfg.model.temperature)
+
+
 def test_resume_equals_a_straight_run(shards, tmp_path):
     cfg = _cfg(shards, **{"data.workers": 2})
-    train(cfg, tmp_path / "straight")
+    train(cfg, tmp_path / "straight", make_model=_tiny_model)
     crashed = tmp_path / "crashed"
 
     def crash(p):  # dies during step 3, after the checkpoint of step 2 was written
@@ -91,12 +102,12 @@ def test_resume_equals_a_straight_run(shards, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, crashed, progress=crash)
+        train(cfg, crashed, progress=crash, make_model=_tiny_model)
     with pytest.raises(OutputError, match="already holds a run"):
-        train(cfg, crashed)
+        train(cfg, crashed, make_model=_tiny_model)
     with pytest.raises(ConfigError, match=r"other settings \(optim.lr\)"):
-        train(_cfg(shards, **{"data.workers": 2, "optim.lr": 0.1}), crashed, resume=True)
-    report = train(cfg, crashed, resume=True)
+        train(_cfg(shards, **{"data.workers": 2, "optim.lr": 0.1}), crashed, resume=True, make_model=_tiny_model)
+    report = train(cfg, crashed, resume=True, make_model=_tiny_model)
     assert report.steps == 2 and report.total_steps == 4
     a, b = _weights(tmp_path / "straight"), _weights(crashed)
     assert a.keys() == b.keys()
@@ -131,7 +142,7 @@ def test_torchrun_two_processes_on_cpu(shards, tmp_path):
 @pytest.mark.slow
 def test_short_cpu_run_learns(shards, tmp_path):
     """A short run on the simulator shards: contrastive top-1 rises well above chance (1 / (1 + K))."""
-    cfg = _cfg(shards, **{"data.size": 64, "data.batch_size": 16, "model.queue_size": 64, "steps": 80,
+    cfg = _cfg(shards, **{"data.size": 32, "data.batch_size": 16, "model.queue_size": 64, "steps": 80,
                           "log_every": 1, "checkpoint_every": 80, "optim.lr": 0.05, "data.workers": 2})
     train(cfg, tmp_path / "learn")
     rows = _rows(tmp_path / "learn" / "metrics.csv")
@@ -163,6 +174,11 @@ def test_cli_run_export_stats(shards, tmp_path):
     net.fc = torch.nn.Identity()
     net.load_state_dict(torch.load(tmp_path / "r18.pth", weights_only=True))
     res = runner.invoke(main, ["stats", str(shards), "--out", str(tmp_path / "stats.json"), "--max-samples", "10"])
+    assert res.exit_code == 0, res.output
+    stats = ["stats", str(shards), "--out", str(tmp_path / "stats.json"), "--max-samples", "5"]
+    res = runner.invoke(main, stats)
+    assert res.exit_code == 3 and "already exists" in res.output and "--overwrite" in res.output
+    res = runner.invoke(main, stats + ["--overwrite"])
     assert res.exit_code == 0, res.output
     res = runner.invoke(main, ["run", str(shards), "--out", str(tmp_path / "x"), "--set", "model.mode=simclr"])
     assert res.exit_code == 2 and "model.mode" in res.output

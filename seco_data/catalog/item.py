@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from ..bands import BANDS, DN_SCALE
-from .layout import EXTENSIONS, GEOJSON, GEOTIFF, JSON, PNG, STAC_VERSION, THUMBNAIL, data_key
+from .layout import CATALOG, COLLECTION, EXTENSIONS, GEOJSON, GEOTIFF, JSON, PNG, STAC_VERSION, THUMBNAIL, data_key
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,9 @@ def item_links(depth: int = 2) -> list[dict]:
     """root, parent and collection links of an item ``depth`` folders below the catalog root."""
     up = "../" * depth
     return [
-        {"rel": "root", "href": f"{up}catalog.json", "type": JSON},
-        {"rel": "parent", "href": "../catalog.json", "type": JSON},
-        {"rel": "collection", "href": f"{up}collection.json", "type": JSON},
+        {"rel": "root", "href": f"{up}{CATALOG}", "type": JSON},
+        {"rel": "parent", "href": f"../{CATALOG}", "type": JSON},
+        {"rel": "collection", "href": f"{up}{COLLECTION}", "type": JSON},
     ]
 
 

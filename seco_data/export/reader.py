@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import ShardError
+from .webdataset import MANIFEST
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def expand_urls(urls: str | Path | Iterable[str | Path]) -> list[str]:
             continue
         p = Path(s)
         if p.is_dir():
-            p = p / "shards.json" if (p / "shards.json").exists() else p
+            p = p / MANIFEST if (p / MANIFEST).exists() else p
             if p.is_dir():
                 found = sorted(str(x) for x in p.glob("*.tar"))
                 if not found:

@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
+from ..catalog.layout import CATALOG, COLLECTION, INDEX
 from ..errors import CatalogError, UsageError
 
 log = logging.getLogger(__name__)
@@ -175,11 +176,11 @@ def make_server(root: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_
     address cannot be bound (port in use, unknown host).
     """
     root = Path(root)
-    if not (root / "catalog.json").is_file() or not (root / "collection.json").is_file():
-        raise CatalogError(f"{root} is not a seco catalog (no catalog.json or collection.json)",
+    if not (root / CATALOG).is_file() or not (root / COLLECTION).is_file():
+        raise CatalogError(f"{root} is not a seco catalog (no {CATALOG} or {COLLECTION})",
                            hint="point at the --out folder of `seco-data sample` or `seco-data import`")
-    if not (root / "items.parquet").is_file():
-        raise CatalogError(f"{root} has no items.parquet index",
+    if not (root / INDEX).is_file():
+        raise CatalogError(f"{root} has no {INDEX} index",
                            hint="restore it with `seco-data catalog rebuild`")
     root = root.resolve()
     cls = CatalogServer

@@ -112,24 +112,25 @@ def resolve_auth(project: str | None, credentials: str | os.PathLike | None, url
 class TokenBucket:
     """Thread-safe rate limiter: ``rate`` tokens per second, bursts of ``max(1, rate / 10)``."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, *, clock=time.monotonic, sleep=time.sleep):
         self.rate = float(rate)
         self.capacity = max(1.0, self.rate / 10)
         self.tokens = self.capacity
-        self.stamp = time.monotonic()
+        self.clock, self.sleep = clock, sleep
+        self.stamp = clock()
         self._lock = threading.Lock()
 
     def acquire(self) -> None:
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self.clock()
                 self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
                 self.stamp = now
-                if self.tokens >= 1:
-                    self.tokens -= 1
+                if self.tokens >= 1 - 1e-9:  # (rounding: a wait of exactly the deficit refills one token)
+                    self.tokens = max(0.0, self.tokens - 1)
                     return
                 wait = (1 - self.tokens) / self.rate
-            time.sleep(wait)
+            self.sleep(wait)
 
 
 class Garbled(ConnectionError):

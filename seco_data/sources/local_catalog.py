@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 from ..bands import BANDS
+from ..catalog.layout import CATALOG
 from ..errors import CatalogError, UsageError
 from ..outputs import write_atomic
 
@@ -55,7 +56,7 @@ def make_local_catalog(root: str | Path, out: str | Path | None = None, *, name:
                            hint="name single-band files after their band, or give multi-band files band descriptions")
     out.mkdir(parents=True, exist_ok=True)
     cat_id = name or root.resolve().name or "local"
-    links = [{"rel": "root", "href": "./catalog.json", "type": "application/json"}]
+    links = [{"rel": "root", "href": f"./{CATALOG}", "type": "application/json"}]
     ids: set[str] = set()
     for key, files in sorted(scenes.items()):
         shared = sum(k[0] == key[0] for k in scenes) > 1
@@ -65,16 +66,16 @@ def make_local_catalog(root: str | Path, out: str | Path | None = None, *, name:
         ids.add(item["id"])
         path = out / item["id"] / f"{item['id']}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        item["links"] = [{"rel": "root", "href": "../catalog.json", "type": "application/json"},
-                         {"rel": "parent", "href": "../catalog.json", "type": "application/json"}]
+        item["links"] = [{"rel": "root", "href": f"../{CATALOG}", "type": "application/json"},
+                         {"rel": "parent", "href": f"../{CATALOG}", "type": "application/json"}]
         _write(path, item)
         links.append({"rel": "item", "href": f"./{item['id']}/{item['id']}.json", "type": "application/geo+json"})
     catalog = {"type": "Catalog", "stac_version": STAC_VERSION, "id": cat_id,
                "description": f"Local Sentinel-2 scenes under {root.resolve()} ({len(ids)} items), made by seco-data",
                "links": links}
-    _write(out / "catalog.json", catalog)
-    log.info("wrote %s: %d items", out / "catalog.json", len(ids))
-    return out / "catalog.json"
+    _write(out / CATALOG, catalog)
+    log.info("wrote %s: %d items", out / CATALOG, len(ids))
+    return out / CATALOG
 
 
 def _write(path: Path, obj: dict) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..bands import BANDS, PRODUCT_BANDS
 from ..errors import SourceError, SourceUnavailable
+from ..catalog.layout import CATALOG
 from ..grid import PatchGrid
 from .http import retry_after
 from .base import Masks, SceneRead, SceneRef, Source
@@ -82,7 +83,7 @@ class StacSource(Source):
         self.remote = is_url(self.url)
         if not self.remote:
             path = Path(self.url[7:] if self.url.startswith("file://") else self.url).expanduser()
-            path = path / "catalog.json" if path.is_dir() else path
+            path = path / CATALOG if path.is_dir() else path
             if not path.is_file():
                 raise SourceError(f"no STAC catalog at {path}", hint=CATALOG_HINT)
             self.url = str(path.resolve())

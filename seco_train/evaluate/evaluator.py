@@ -23,7 +23,7 @@ from torch.utils.data import Subset
 from seco_data.errors import UsageError
 from seco_data.outputs import sha256_file
 
-from ..config import DEVICES
+from ..config import CONFIG_FILE, DEVICES
 from . import metrics
 from .protocols import DEFAULTS, PROTOCOLS, Progress, ProtocolConfig
 from .registry import Benchmark, get
@@ -85,10 +85,10 @@ def resolve_weights(weights: str, backbone: str | None) -> tuple[str, Path | Non
         if not ckpt.is_file():
             raise UsageError(f"run folder {path} has no {CHECKPOINT}",
                              hint="pass a run folder of `seco-train run`, a weights file, or 'random'")
-        if backbone is None and (path / "config.yaml").is_file():
+        if backbone is None and (path / CONFIG_FILE).is_file():
             import yaml
 
-            cfg = yaml.safe_load((path / "config.yaml").read_text()) or {}
+            cfg = yaml.safe_load((path / CONFIG_FILE).read_text()) or {}
             backbone = ((cfg.get("model") or {}).get("backbone")) if isinstance(cfg, dict) else None
         return str(ckpt), ckpt, path, backbone or "resnet18"
     if not path.is_file():

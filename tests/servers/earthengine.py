@@ -27,7 +27,6 @@ import datetime as dt
 import io
 import re
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +74,11 @@ class EarthEngineServer(LoopbackServer):
         self.tokens: list[str] = []
         self.searches: list[dict] = []  # collection, crs, bounds, start, end of every evaluated search
         self.pixel_requests: list[dict] = []  # grid, bandIds, fileFormat, loaded assets
-        self._rec = threading.Lock()
-        self.hold = 0.0  # seconds every evaluation takes (to observe concurrency)
+        self._rec = threading.Condition()
+        #: hold evaluations until this many are in flight at once, then let every one through (to observe
+        #: concurrency without timing: a client that never overlaps them is let through after 10 s, and
+        #: max_in_flight says so)
+        self.gate = 0
         self.in_flight = self.max_in_flight = 0
         ee_tests = _ee_tests()
         discovery = (ee_tests / "cloud_api_discovery_document.json").read_bytes()
@@ -169,9 +171,13 @@ class EarthEngineServer(LoopbackServer):
         with self._rec:
             self.in_flight += 1
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            if self.gate:
+                if self.in_flight >= self.gate:
+                    self.gate = 0  # reached: open for good
+                    self._rec.notify_all()
+                else:
+                    self._rec.wait_for(lambda: not self.gate, timeout=10)
         try:
-            if self.hold:
-                time.sleep(self.hold)
             return self._compute(req, pixels)
         finally:
             with self._rec:

@@ -156,7 +156,7 @@ class StacApi:
                 {**_link("search", f"{api}/search", GEOJSON, "item search"), "method": "GET"},
                 {**_link("search", f"{api}/search", GEOJSON, "item search"), "method": "POST"},
                 _link("child", f"{api}/collections/{quote(cid)}", JSON, cid),
-                _link("alternate", f"{base}/catalog.json", JSON, "static STAC catalog"),
+                _link("alternate", f"{base}/{CATALOG}", JSON, "static STAC catalog"),
             ],
         }
 
@@ -168,7 +168,7 @@ class StacApi:
         coll["links"] = [
             _link("self", f"{api}/collections/{cid}", JSON), _link("root", api, JSON), _link("parent", api, JSON),
             _link("items", f"{api}/collections/{cid}/items", GEOJSON),
-            _link("alternate", f"{base}/collection.json", JSON, "static STAC collection"),
+            _link("alternate", f"{base}/{COLLECTION}", JSON, "static STAC collection"),
             *keep,
         ]
         if coll.get("assets"):

@@ -9,13 +9,13 @@ out anti-aliased. The PNG is made once per machine and cached beside the land ma
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 
 import numpy as np
 
 from ... import landmask
+from ...outputs import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,5 @@ def land_png() -> bytes:
     log.info("building the viewer basemap %s (once)", path)
     data = encode_png(render(land_fraction_grid()))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)
     return data

@@ -22,7 +22,7 @@ from typing import Iterator
 
 from ...catalog.layout import COLLECTION, INDEX
 from ...errors import CatalogError, OutputError, UsageError
-from ...outputs import write_atomic
+from ...outputs import replace_folder, write_atomic
 from . import basemap
 from .data import CatalogData
 
@@ -158,7 +158,6 @@ def build_site(root: str | Path, out: str | Path, *, overwrite: bool = False) ->
     site = Site(root, asset_base=os.path.relpath(root, out).replace(os.sep, "/") + "/")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    old = out.with_name(f".{out.name}.old{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         n = 0
@@ -168,17 +167,12 @@ def build_site(root: str | Path, out: str | Path, *, overwrite: bool = False) ->
             write_atomic(path, body)
             n += 1
         write_atomic(tmp / MARKER, f"seco viewer of {root}\n")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
+        replace_folder(tmp, out)
     except BaseException as e:
         shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
         if isinstance(e, OSError) and not isinstance(e, OutputError):
             raise OutputError(f"cannot write the site to {out}: {e}",
                               hint="check the folder's permissions and free space") from None
         raise
-    shutil.rmtree(old, ignore_errors=True)
     log.info("wrote %d files of the viewer of %s to %s", n, root, out)
     return out
