@@ -87,32 +87,6 @@ def commit(tmp: str | Path, path: str | Path, *, durable: bool = True) -> None:
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | Path, mode: str = "wb", *, durable: bool = True, encoding: str | None = None):
-    """Open a temporary file for writing; on a clean exit it is fsync'd and renamed to ``path``.
-
-    On any error the temporary file is removed and ``path`` is left as it was; a full disk raises
-    :class:`DiskFullError` naming ``path``.
-    """
-    path = Path(path)
-    tmp = temp_name(path)
-    try:
-        with open(tmp, mode, encoding=encoding if "b" not in mode else None) as f:
-            yield f
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        if is_disk_full(e):
-            raise disk_full(path, e) from None
-        raise
-    if durable:
-        fsync_dir(path.parent)
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | Path, *, durable: bool = True):
     """A temporary path for a writer that takes a file name (pyarrow, torch.save ...); on a clean exit
     the file there is made durable and renamed to ``path``; on an error it is removed."""
@@ -127,6 +101,18 @@ def atomic_path(path: str | Path, *, durable: bool = True):
             raise disk_full(path, e) from None
         raise
     commit(tmp, path, durable=durable)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | Path, mode: str = "wb", *, durable: bool = True, encoding: str | None = None):
+    """Open a temporary file for writing; on a clean exit it is made durable and renamed to ``path``.
+
+    On any error the temporary file is removed and ``path`` is left as it was; a full disk raises
+    :class:`DiskFullError` naming ``path``.
+    """
+    with atomic_path(path, durable=durable) as tmp:
+        with open(tmp, mode, encoding=encoding if "b" not in mode else None) as f:
+            yield f
 
 
 def write_atomic(path: str | Path, data: bytes | str, *, durable: bool = True) -> None:
