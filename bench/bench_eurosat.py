@@ -96,10 +96,10 @@ def main() -> None:
         time_steps(a.root, a.time_steps, a.batch_size or 64, a.workers, resolve_device(a.device))
         return
 
-    def progress(stage, done, total, info):
-        if stage == "epoch":
-            parts = " ".join(f"{k} {100 * v:.2f} %" for k, v in info.items() if k in ("val", "test"))
-            print(f"epoch {done}/{total}: loss {info['loss']:.4f} lr {info['lr']:.2e} {parts} "
+    def progress(p):  # seco_data.jobs.Progress
+        if p.stage == "epoch":
+            parts = " ".join(f"{k} {100 * v:.2f} %" for k, v in p.info.items() if k in ("val", "test"))
+            print(f"epoch {p.done}/{p.total}: loss {p.info['loss']:.4f} lr {p.info['lr']:.2e} {parts} "
                   f"({time.time() - t0:.0f} s)", flush=True)
 
     cfg = EvalConfig("eurosat", weights=a.weights, protocol=a.protocol, root=a.root, epochs=a.epochs,

@@ -74,19 +74,21 @@ def synthetic_ledger(out: Path, locations: int, seasons: int = 4):
 
 
 def bench_catalog(items: int, root: Path) -> dict:
-    from seco_data.sample.run import finalize
-    from seco_data.catalog.writer import CatalogWriter
+    from itertools import groupby
+
+    from seco_data.catalog.item import build_item
+    from seco_data.catalog.rebuild import item_spec, rebuild_from_ledger
+    from seco_data.catalog.writer import write_location_items
 
     out = root / f"catalog-{items}"
     shutil.rmtree(out, ignore_errors=True)
     ledger, recipe = synthetic_ledger(out, items // 4)
     source = {"name": "sim", "product": "L2A", "synthetic": True}
-    writer = CatalogWriter(out, name=recipe.name, seasons=4, source=source, scale=1e-4)
     t0 = time.perf_counter()
-    rows = list(ledger.patches())
-    writer.write_items(rows)  # during a run this happens location by location
+    for loc, rows in groupby(ledger.patches(), key=lambda r: r.location):  # during a run: as each location ends
+        write_location_items(out, loc, 4, [build_item(item_spec(r, recipe.name, source, 1e-4)) for r in rows])
     t1 = time.perf_counter()
-    finalize(out, ledger=ledger)
+    rebuild_from_ledger(out, ledger)
     t2 = time.perf_counter()
     ledger.close()
     return {"items": items, "items_s": t1 - t0, "finalize_s": t2 - t1, "total_s": t2 - t0,

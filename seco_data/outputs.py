@@ -121,6 +121,35 @@ def write_atomic(path: str | Path, data: bytes | str, *, durable: bool = True) -
         f.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def write_many(folder: str | Path, files: dict[str, bytes], *, durable: bool = True) -> None:
+    """Write several files into ``folder`` atomically and durably at the cost of one folder sync:
+    every file goes to its temporary name and is fsync'd, then all are renamed in the order given
+    (write the files an index points to before the index), then the folder is fsync'd once."""
+    folder = Path(folder)
+    done: list[tuple[Path, Path]] = []
+    try:
+        for name, data in files.items():
+            path = folder / name
+            tmp = temp_name(path)
+            done.append((tmp, path))
+            with open(tmp, "wb") as f:
+                f.write(data)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+        for tmp, path in done:
+            os.replace(tmp, path)
+    except BaseException as e:
+        for tmp, _ in done:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        if is_disk_full(e):
+            raise disk_full(folder, e) from None
+        raise
+    if durable:
+        fsync_dir(folder)
+
+
 def write_json(path: str | Path, obj, *, indent: int | None = 1, durable: bool = True) -> None:
     """``obj`` as UTF-8 JSON (compact when ``indent`` is None), atomically."""
     if indent is None:

@@ -9,12 +9,13 @@ way) and the root catalog. Every file is written atomically.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from .. import __version__
-from ..outputs import write_json
+from ..outputs import write_json, write_many
 from .index import INDEX, rebase, write_index
 from .layout import (CATALOG, COLLECTION, GEOJSON, JSON, STAC_VERSION, item_file, location_dir, locations_per_part,
                      part_dir)
@@ -33,12 +34,17 @@ class CollectionMeta:
     license: str
 
 
+def item_files(items: Iterable[dict]) -> dict[str, bytes]:
+    """File name -> bytes of item JSONs (compact, as every item file is written)."""
+    return {item_file(item["id"]): (json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+            for item in items}
+
+
 def write_location_items(root: Path, location: int, seasons: int, items: Iterable[dict]) -> None:
     """Write the item JSONs of one location into its folder (created if needed), atomically."""
     folder = Path(root) / location_dir(location, seasons)
     folder.mkdir(parents=True, exist_ok=True)
-    for item in items:
-        write_json(folder / item_file(item["id"]), item, indent=None)
+    write_many(folder, item_files(items))
 
 
 def write_catalog(root: str | Path, items: Iterable[dict], meta: CollectionMeta) -> dict:

@@ -10,10 +10,11 @@ import numpy as np
 
 from ..bands import group_by_resolution
 from ..catalog.item import ItemSpec, RasterFile, build_item
-from ..catalog.layout import asset_name, item_file, item_id, location_dir
+from ..catalog.layout import asset_name, item_id, location_dir
 from ..errors import OutputError, disk_full, is_disk_full
 from ..geotiff import encode_raster
-from ..outputs import fsync_dir, write_atomic, write_json
+from ..catalog.writer import item_files
+from ..outputs import fsync_dir, write_many
 from .layouts import Layout, Scene, Skip, scene_of
 
 PATCH_M = 2640
@@ -91,12 +92,15 @@ def _write_location(layout: Layout, location: int, folder: str, out: Path, encod
     try:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        written: dict[str, bytes] = {}
+        items = []
         for season, (scene, files, geo, valid) in enumerate(encoded):
             iid = item_id(layout.name, location, season)
             for res, e in files:
-                write_atomic(tmp / asset_name(iid, res), e.data)
-            write_json(tmp / item_file(iid), build_item(item_spec(layout, location, folder, season, scene, files, geo,
-                                                                  valid)), indent=None)
+                written[asset_name(iid, res)] = e.data
+            items.append(build_item(item_spec(layout, location, folder, season, scene, files, geo, valid)))
+        written.update(item_files(items))
+        write_many(tmp, written)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(tmp, final)
         fsync_dir(final.parent)

@@ -31,9 +31,9 @@ from ..catalog.item import build_item
 from ..catalog.layout import LEDGER, RECIPE, asset_name, item_id, location_dir, thumbnail_name
 from ..catalog.rebuild import item_spec, rebuild_from_ledger
 from ..catalog.thumbnails import thumbnail_png
-from ..catalog.writer import write_location_items
+from ..catalog.writer import item_files
 from ..errors import IncompleteError, Interrupted, LedgerError, SourceUnavailable, UsageError
-from ..outputs import claim_output, write_atomic
+from ..outputs import claim_output, write_atomic, write_many
 from ..recipe import NOT_IDENTITY, Recipe
 from ..sources import Source, get_source
 from .ledger import Ledger, PatchRow, thumbnail_entry
@@ -111,19 +111,20 @@ def _write_location(out: Path, source: Source, recipe: Recipe, o: Outcome, lon: 
     seasons = recipe.seasons.count
     folder = out / location_dir(o.index, seasons)
     folder.mkdir(parents=True, exist_ok=True)
+    files: dict[str, bytes] = {}  # written together, the item JSONs last (after every file they point to)
     patches, rows = [], []
     for c in o.choices:
         iid = item_id(recipe.name, o.index, c.season)
         assets = []
         for e in o.encoded[c.season]:
             name = asset_name(iid, e.resolution)
-            write_atomic(folder / name, e.data)
+            files[name] = e.data
             assets.append({"resolution": e.resolution, "href": name, "bands": list(e.bands), "sha256": e.sha256,
                            "size": e.size})
         finest = min(o.encoded[c.season], key=lambda e: e.resolution)
         png = thumbnail_png(finest.data, scale=source.scale, bands=finest.bands)
         thumb = thumbnail_name(iid)
-        write_atomic(folder / thumb, png)  # before the item JSON, like every file it points to
+        files[thumb] = png
         assets.append(thumbnail_entry(thumb, png))
         p = {
             "season": c.season,
@@ -141,8 +142,8 @@ def _write_location(out: Path, source: Source, recipe: Recipe, o: Outcome, lon: 
         patches.append(p)
         rows.append(PatchRow(location=o.index, lon=lon, lat=lat, origin=origin or "", grid=o.grid, **p))
     describe = source.describe()
-    write_location_items(out, o.index, seasons,
-                         (build_item(item_spec(r, recipe.name, describe, source.scale)) for r in rows))
+    files.update(item_files(build_item(item_spec(r, recipe.name, describe, source.scale)) for r in rows))
+    write_many(folder, files)
     return patches
 
 

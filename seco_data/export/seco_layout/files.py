@@ -7,6 +7,7 @@ and renames it into place, so a location folder is complete or absent.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ from ...bands import ALIASES, to_uint8
 from ...catalog.index import Asset, Location, Patch
 from ...errors import CatalogError
 from ...geotiff import encode_raster
-from ...outputs import fsync_dir, write_atomic, write_json
+from ...outputs import fsync_dir, write_atomic, write_many
 
 _SECO_NAME = {v: k for k, v in ALIASES.items()}  # B01 -> B1
 PREVIEW = ("B04", "B03", "B02")
@@ -78,8 +79,7 @@ def scene_metadata(patch: Patch) -> dict:
 # -- one location (runs in a worker) -----------------------------------------------------------------
 
 
-def _write_tif(path: Path, pixels: np.ndarray, crs: str, transform: tuple, compress: str,
-               descriptions: Sequence[str]) -> None:
+def _tif(pixels: np.ndarray, crs: str, transform: tuple, compress: str, descriptions: Sequence[str]) -> bytes:
     import rasterio
     from rasterio.transform import Affine
 
@@ -88,7 +88,7 @@ def _write_tif(path: Path, pixels: np.ndarray, crs: str, transform: tuple, compr
                       Affine(*transform[:6]) if georef else None, 0, tuple(descriptions),
                       nodata=0 if pixels.dtype == np.uint16 else None,  # the catalog's no-data DN
                       compress=compress, fast=False)
-    write_atomic(path, e.data)
+    return e.data
 
 
 def _band(patch: Patch, band: str, cache: dict) -> tuple[np.ndarray, Asset]:
@@ -120,6 +120,7 @@ def write_location(i: int, location: Location, out: str, settings) -> tuple[int,
     for patch, folder in zip(location.patches, scene_folders(location)):
         scene = tmp / folder
         scene.mkdir()
+        files: dict[str, bytes] = {}
         cache: dict = {}
         for band in settings.bands:
             pixels, asset = _band(patch, band, cache)
@@ -129,16 +130,17 @@ def write_location(i: int, location: Location, out: str, settings) -> tuple[int,
                 raise CatalogError(f"{asset.path} holds {pixels.dtype} pixels: 16-bit output needs uint16 DN",
                                    hint="export this catalog with --bits 8")
             name = seco_band_name(band)
-            _write_tif(scene / f"{name}.tif", pixels[None], asset.crs, asset.transform, settings.compress, [name])
-        write_json(scene / "metadata.json", scene_metadata(patch), indent=None)
+            files[f"{name}.tif"] = _tif(pixels[None], asset.crs, asset.transform, settings.compress, [name])
+        files["metadata.json"] = (json.dumps(scene_metadata(patch), ensure_ascii=False) + "\n").encode()
+        write_many(scene, files)
         if settings.preview:
             rgb, assets = [], []
             for band in PREVIEW:
                 pixels, asset = _band(patch, band, cache)
                 rgb.append(_eight_bit(pixels, asset))
                 assets.append(asset)
-            _write_tif(tmp / f"{folder}.tif", preview_rgb(np.stack(rgb)), assets[0].crs, assets[0].transform,
-                       settings.compress, ["B4", "B3", "B2"])
+            write_atomic(tmp / f"{folder}.tif", _tif(preview_rgb(np.stack(rgb)), assets[0].crs, assets[0].transform,
+                                                     settings.compress, ["B4", "B3", "B2"]))
     counts = count_files(tmp)
     os.rename(tmp, out_p / f"{i:06d}")
     fsync_dir(out_p)
