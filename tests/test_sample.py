@@ -90,18 +90,15 @@ def test_corrupt_ledger_is_refused_and_nothing_is_touched(tmp_path, scripted):
 
 def test_exhausted_candidates_give_an_incomplete_but_valid_catalog(tmp_path, scripted, schemas):
     from fakes import ScriptedSource
-    import seco_data.sources as sources
 
     class Picky(ScriptedSource):
         def search(self, grid, start, end):  # only locations east of Greenwich ever pass
             lon = grid.centre_lonlat[0]
             return super().search(grid, start, end) if lon > 0 else []
 
-    sources.SOURCES["scripted"] = f"{__name__}:_Picky"
-    globals()["_Picky"] = Picky
     out = tmp_path / "out"
-    with pytest.raises(IncompleteError, match="only"):
-        sample(_recipe(scripted, n=30, max_draws_per_location=1), out)
+    with pytest.raises(IncompleteError, match="only"):  # the source is injected: no global registry touched
+        sample(_recipe(scripted, n=30, max_draws_per_location=1), out, workers=2, source_factory=Picky)
     c = json.loads((out / "collection.json").read_text())
     got = c["seco:stats"]["locations"]
     assert 0 < got < 30 and c["seco:stats"]["rejections"]["no_scene"] > 0
