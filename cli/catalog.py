@@ -40,8 +40,8 @@ def _render_info(d: dict) -> str:
     lines = [
         f"catalog     {d['root']}  (collection {d['collection']}, recipe {d['recipe']})",
         f"source      {src.get('name')} {src.get('product')}" + ("  [synthetic pixels]" if src.get("synthetic") else ""),
-        f"locations   {d['locations']} of {d['requested']} requested; items {d['items']}; per season "
-        + ", ".join(f"s{k}: {v}" for k, v in d["items_per_season"].items()),
+        f"locations   {d['locations']} of {d['requested']} requested; {d['layout']} layout: items {d['items']}, "
+        f"patches {d['patches']}; per season " + ", ".join(f"s{k}: {v}" for k, v in d["items_per_season"].items()),
         "extent      bbox " + (", ".join(f"{v:.3f}" for v in d["bbox"]) if d["bbox"] else "-"),
         f"dates       {d['start']} .. {d['end']}",
         "acquisitions by month:",
@@ -63,18 +63,28 @@ def _render_info(d: dict) -> str:
 @click.argument("root", type=click.Path(path_type=Path))
 @click.option("--schemas", type=click.Path(file_okay=False, path_type=Path), envvar="SECO_STAC_SCHEMAS",
               help="Folder of STAC JSON Schemas laid out as their URLs (env SECO_STAC_SCHEMAS).")
-def catalog_validate(root, schemas):
-    """Validate every catalog, collection and item against the STAC schemas, offline."""
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Validate a random sample of N items (and every catalog and collection): for huge catalogs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --sample draw.")
+@workers_option(help="Parallel processes [default: cores].")
+def catalog_validate(root, schemas, sample, seed, workers):
+    """Validate every catalog, collection and item against the STAC schemas, offline.
+
+    \b
+    seco-data catalog validate data/demo --schemas stac-schemas/
+    seco-data catalog validate data/seco-1m --sample 10000 --workers 8
+    """
     from seco_data.catalog.validate import validate_catalog
     from seco_data.errors import CatalogError
 
-    n, problems = validate_catalog(root, schemas)
+    n, problems = validate_catalog(root, schemas, sample=sample, seed=seed, workers=workers)
     for p in problems[:50]:
         click.echo(p, err=True)
     if problems:
         raise CatalogError(f"{len(problems)} schema errors in {n} STAC objects under {root}",
                            hint="the first 50 are listed above")
-    click.echo(f"{n} STAC objects valid")
+    what = f" (a sample of {sample} items, seed {seed})" if sample else ""
+    click.echo(f"{n} STAC objects valid{what}")
 
 
 @catalog.command("rebuild")
@@ -84,9 +94,10 @@ def catalog_rebuild(root):
     catalog, the item files of an imported one)."""
     from seco_data.catalog.rebuild import rebuild
 
-    coll = rebuild(root)
+    coll = rebuild(root, force=True)
     stats = coll.get("seco:stats", {})
-    click.echo(f"catalog rebuilt: {stats.get('locations')} locations, {stats.get('items')} items in {root}")
+    click.echo(f"catalog rebuilt: {stats.get('locations')} locations, {stats.get('items')} items, "
+               f"{stats.get('patches', stats.get('items'))} patches in {root}")
 
 
 @catalog.command("html")
@@ -148,7 +159,7 @@ def catalog_serve(root, host, port):
 @json_option()
 @click.pass_context
 def catalog_thumbnails(ctx, root, overwrite, workers, as_json):
-    """Add a true-colour PNG quicklook (asset `thumbnail`) to every item of ROOT, then refresh its
+    """Add a true-colour JPEG quicklook (asset `thumbnail`) to every item of ROOT, then refresh its
     index. For catalogs sampled before thumbnails existed, or imported; rerun it to resume.
 
     \b

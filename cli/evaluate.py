@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .base import quiet
+from .base import SecoCommand, quiet
 from .options import RegistryChoice, json_option, out_option, overwrite_option, workers_option
 from .progress import Bar
 
@@ -36,7 +36,7 @@ def _devices():
     return list(DEVICES)
 
 
-@click.command("eval")
+@click.command("eval", cls=SecoCommand)
 @click.argument("benchmark", type=RegistryChoice(_benchmarks))
 @click.option("--weights", required=True,
               help="A run folder (its checkpoint.pt), a weights file (exported backbone, official SeCo .ckpt, "
@@ -110,7 +110,7 @@ def eval_cmd(ctx, benchmark, weights, root, protocol, epochs, batch_size, lr, k,
     click.echo(f"report: {out}")
 
 
-@click.command("report")
+@click.command("report", cls=SecoCommand)
 @click.argument("reports", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @out_option(file=True, help="Markdown file.")
 @overwrite_option("Replace an existing --out.")

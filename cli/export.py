@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .base import quiet
+from .base import SecoCommand, quiet
 from .options import RegistryChoice, json_option, out_option, overwrite_option, refuse_inapplicable, workers_option
 from .progress import Bar
 
@@ -59,7 +59,7 @@ def _bits():
     return [str(b) for b in BITS]
 
 
-@click.command("export")
+@click.command("export", cls=SecoCommand)
 @click.argument("catalog", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=RegistryChoice(_formats), default="webdataset", show_default=True,
               help="webdataset: tar shards for streaming; seco: the SeCo folder layout (torchgeo, SeCo code).")
@@ -130,7 +130,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
                    "folder is named seasonal_contrast_100k or seasonal_contrast_1m")
 
 
-@click.command("verify")
+@click.command("verify", cls=SecoCommand)
 @click.argument("path", type=click.Path(path_type=Path))
 @workers_option(help="Parallel checkers [default: cores].")
 @json_option("Print the report as JSON.")

@@ -9,7 +9,7 @@ import click
 
 from seco_data.catalog.layout import CATALOG, INDEX
 
-from .base import quiet
+from .base import SecoCommand, quiet
 from .options import RegistryChoice, json_option, out_option, overwrite_option, workers_option
 from .progress import Bar
 
@@ -20,13 +20,19 @@ def _kinds():
     return list(KINDS)
 
 
+def _layouts():
+    from seco_data.catalog.layout import LAYOUTS
+
+    return list(LAYOUTS)
+
+
 def _products():
     from seco_data.importers import PRODUCTS
 
     return "|".join(PRODUCTS)
 
 
-@click.command("import")
+@click.command("import", cls=SecoCommand)
 @click.argument("kind", type=RegistryChoice(_kinds))
 @click.argument("src", type=click.Path(path_type=Path))
 @out_option(help="Catalog folder to write. Rerunning on it resumes.")
@@ -35,9 +41,12 @@ def _products():
 @workers_option(help="Locations converted in parallel (processes) [default: cores].")
 @overwrite_option("Replace an earlier import in OUT (of any SRC) instead of resuming it.")
 @click.option("--limit", type=click.IntRange(min=1), help="Import only the first N locations (by number).")
+@click.option("--layout", type=RegistryChoice(_layouts), default="compact", show_default=True,
+              help="Catalog layout: compact (4 files per location) or per-patch (a JSON item and files per season).")
+@click.option("--thumbnails/--no-thumbnails", default=True, show_default=True, help="Draw quicklooks.")
 @json_option()
 @click.pass_context
-def import_cmd(ctx, kind, src, out, product, workers, overwrite, limit, as_json):
+def import_cmd(ctx, kind, src, out, product, workers, overwrite, limit, layout, thumbnails, as_json):
     """Catalog the released SeCo-100K/1M (seco) or SSL4EO-S12 (ssl4eo) folders at SRC into OUT.
 
     Pixels are kept bit for bit (re-encoded losslessly, one GeoTIFF per resolution); OUT is a STAC
@@ -51,7 +60,7 @@ def import_cmd(ctx, kind, src, out, product, workers, overwrite, limit, as_json)
 
     with Bar("importing", quiet=quiet(ctx), shown=("skipped",)) as bar:
         report = import_dataset(kind, src, out, product=product, workers=workers, overwrite=overwrite,
-                                progress=bar, limit=limit)
+                                progress=bar, limit=limit, layout=layout, thumbnails=thumbnails)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet(ctx):

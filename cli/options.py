@@ -49,6 +49,12 @@ def _compressions():
     return list(COMPRESSIONS)
 
 
+def _layouts():
+    from seco_data.catalog.layout import LAYOUTS
+
+    return list(LAYOUTS)
+
+
 def workers_option(*, default: int | None = None, minimum: int = 1, help: str | None = None):
     """``--workers N``: parallel workers (None: the command's own default, e.g. the core count)."""
     shown = "the command's default" if default is None else None
@@ -84,6 +90,7 @@ FLAG_KEYS = {
     "sampler": "locations.sampler",
     "locations_path": "locations.path",
     "compress": "compress",
+    "layout": "layout",
     "ee_project": "source_options.project",
     "stac_url": "source_options.url",
 }
@@ -106,6 +113,8 @@ def recipe_options(f):
         click.option("--locations", "locations_path", type=click.Path(dir_okay=False),
                      help="GeoJSON (aoi) or CSV of lon,lat (points) for the sampler."),
         click.option("--compress", type=RegistryChoice(_compressions), help="GeoTIFF codec (lossless)."),
+        click.option("--layout", type=RegistryChoice(_layouts),
+                     help="Catalog layout: compact (4 files per location) or per-patch (a JSON item and files per season)."),
         click.option("--ee-project", help="Earth Engine: Google Cloud project (source_options.project)."),
         click.option("--stac-url", help="STAC: API URL, or a static catalog.json path or URL (source_options.url)."),
         click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",

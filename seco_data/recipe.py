@@ -95,6 +95,13 @@ class Recipe:
     max_draws_per_location: int = 50
     #: GeoTIFF codec (lossless): zstd, deflate, lzw, none
     compress: str = "zstd"
+    #: catalog layout: ``compact`` (per location one GeoTIFF per resolution group holding every
+    #: season, and one quicklook strip: 4 files; one STAC item per location, ``items.parquet`` the
+    #: catalog of record) or ``per-patch`` (per location x season a JSON item, its GeoTIFFs and its
+    #: quicklook)
+    layout: str = "compact"
+    #: draw true-colour quicklooks (JPEG, at most 128 px a side per season)
+    thumbnails: bool = True
     #: source-specific options (project ids, endpoints, ...); never secrets
     source_options: dict[str, Any] = field(default_factory=dict)
 
@@ -252,6 +259,9 @@ def validate(r: Recipe) -> None:
     from .geotiff import COMPRESSIONS
 
     _check(r.compress in COMPRESSIONS, "compress", f"must be one of {', '.join(COMPRESSIONS)}")
+    from .catalog.layout import LAYOUTS
+
+    _check(r.layout in LAYOUTS, "layout", f"must be one of {', '.join(LAYOUTS)}, got {r.layout!r}")
     secretish = [k for k in r.source_options if _looks_secret(k)]
     _check(not secretish, f"source_options.{secretish[0] if secretish else ''}",
            "looks like a secret: pass credentials through the environment, never in a recipe")

@@ -51,3 +51,16 @@ def demo_catalog(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo") / "demo"
     sample(load_recipe("demo", {"n": 5}), out, workers=1)
     return out
+
+
+@pytest.fixture(scope="session")
+def per_patch_catalog(tmp_path_factory) -> Path:
+    """The demo recipe's first 2 locations in the per-patch layout: an item JSON per location x season
+    (read-only: copy it to modify)."""
+    from seco_data.sample import sample
+    from seco_data.recipe import load_recipe
+
+    os.environ.setdefault("SECO_CACHE_DIR", str(Path.home() / ".cache" / "seco"))
+    out = tmp_path_factory.mktemp("per-patch") / "demo"
+    sample(load_recipe("demo", {"n": 2, "layout": "per-patch"}), out, workers=1)
+    return out

@@ -1,9 +1,10 @@
-"""Checks shared by the end-to-end tests: what a finished catalog must satisfy."""
+"""Checks shared by the end-to-end tests: what a finished catalog must satisfy, in either layout."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+from datetime import datetime
 import sqlite3
 from pathlib import Path
 
@@ -11,47 +12,87 @@ import pyarrow.parquet as pq
 
 
 def ledger_rows(out: Path) -> list[tuple]:
+    """Every accepted season with its files (per-patch assets, or the compact location's files)."""
     db = sqlite3.connect(out / "ledger.sqlite")
     try:
         return db.execute(
-            "SELECT location, season, scene_id, datetime, assets FROM patches ORDER BY location, season"
+            "SELECT p.location, p.season, p.scene_id, p.datetime, p.assets, c.files FROM patches p"
+            " JOIN candidates c ON c.idx = p.location WHERE c.status = 'accepted' ORDER BY p.location, p.season"
         ).fetchall()
     finally:
         db.close()
 
 
+def index_items(out: Path) -> list[dict]:
+    """The items of ``items.parquet``, hrefs relative to the catalog root."""
+    from seco_data.catalog.index import items_of
+
+    return list(items_of(pq.read_table(Path(out) / "items.parquet")))
+
+
 def check_catalog(out: Path, n: int, seasons: int) -> list[dict]:
-    """Exactly n locations x seasons items, no duplicates, no orphan or partial files, checksums match."""
+    """Exactly n locations x seasons, no duplicates, no orphan or partial files, checksums match;
+    per-patch: every item JSON linked from its sub-catalog and equal to its index row. Returns the
+    items of the index (one per location when compact, one per location x season otherwise)."""
     out = Path(out)
-    items = [json.loads(p.read_text()) for p in sorted(out.glob("[0-9]*/[0-9]*/*.json"))]
+    coll = json.loads((out / "collection.json").read_text())
+    layout = coll["seco:layout"]
+    items = index_items(out)
     ids = [i["id"] for i in items]
-    assert len(ids) == len(set(ids)) == n * seasons, (len(ids), n * seasons)
+    assert len(ids) == len(set(ids)) == (n if layout == "compact" else n * seasons), (len(ids), n, seasons, layout)
     locs = {i["properties"]["seco:location"] for i in items}
     assert len(locs) == n
+    if layout == "compact":
+        assert all(len(i["properties"]["seco:seasons"]) == seasons for i in items)
+        assert [i["properties"]["seco:location"] for i in items] == sorted(locs)
     referenced = set()
     for item in items:
-        folder = next(out.glob(f"*/{item['properties']['seco:location']:07d}"))
         for asset in item["assets"].values():
-            path = (folder / asset["href"]).resolve()
+            path = (out / asset["href"]).resolve()
             data = path.read_bytes()
             assert len(data) == asset["file:size"]
             assert "1220" + hashlib.sha256(data).hexdigest() == asset["file:checksum"], path
             referenced.add(path)
-    on_disk = {p.resolve() for p in out.rglob("*") if p.is_file()}
-    data_files = {p for p in on_disk if p.suffix in (".tif", ".png")}  # GeoTIFFs and thumbnails
+    on_disk = {p.resolve() for p in out.rglob("*") if p.is_file() and ".seco" not in p.parts}
+    data_files = {p for p in on_disk if p.suffix in (".tif", ".png", ".jpg")}  # GeoTIFFs and quicklooks
     assert data_files == referenced, sorted(data_files ^ referenced)[:5]  # no orphans
-    leftovers = [p for p in on_disk if ".tmp" in p.name]
+    leftovers = [p for p in out.rglob("*") if ".tmp" in p.name]
     assert not leftovers, leftovers  # no partial writes
-    # every item is linked from a sub-catalog, and the parquet index holds them all
-    linked = set()
-    for cat in out.glob("[0-9]*/catalog.json"):
-        for link in json.loads(cat.read_text())["links"]:
-            if link["rel"] == "item":
-                linked.add((cat.parent / link["href"]).resolve())
-    assert linked == {p.resolve() for p in out.glob("[0-9]*/[0-9]*/*.json")}
+    if layout == "compact":
+        assert not list(out.glob("[0-9]*/*.json")) and not list(out.glob("[0-9]*/[0-9]*/"))  # 4 files a location
+    else:
+        # every item JSON is linked from a sub-catalog and is its index row, seen from its folder
+        linked = set()
+        for cat in out.glob("[0-9]*/catalog.json"):
+            for link in json.loads(cat.read_text())["links"]:
+                if link["rel"] == "item":
+                    linked.add((cat.parent / link["href"]).resolve())
+        files = {p.resolve() for p in out.glob("[0-9]*/[0-9]*/*.json")}
+        assert linked == files and len(files) == len(items)
+        for item in items:
+            self_href = next(link["href"] for link in item["links"] if link["rel"] == "self")
+            on_file = json.loads((out / self_href).read_text())
+            when = [datetime.fromisoformat(i["properties"]["datetime"]) for i in (on_file, item)]
+            assert on_file["id"] == item["id"] and when[0] == when[1]
     table = pq.read_table(out / "items.parquet", columns=["id"])
-    assert sorted(table.column("id").to_pylist()) == sorted(ids)
+    assert table.column("id").to_pylist() == ids
     return items
+
+
+def seasons_of(items: list[dict]) -> list[dict]:
+    """Per location x season: datetime, scene, cloud ... whatever the layout (compact: ``seco:seasons``)."""
+    out = []
+    for item in items:
+        p = item["properties"]
+        if "seco:seasons" in p:
+            for s in p["seco:seasons"]:
+                out.append({"location": p["seco:location"], **s})
+        else:
+            out.append({"location": p["seco:location"], "season": p["seco:season"], "datetime": p["datetime"],
+                        "scene_id": p["seco:scene_id"], "platform": p.get("platform"),
+                        "eo:cloud_cover": p.get("eo:cloud_cover"), "cloud_fraction": p["seco:cloud_fraction"],
+                        "valid_fraction": p["seco:valid_fraction"], "window": p.get("seco:window")})
+    return out
 
 
 def tiny_encoder(in_channels: int = 3, width: int = 16):

@@ -34,10 +34,11 @@ def test_version_and_help(runner):
     assert "sample" in out and "catalog" in out and "recipe" in out
 
 
-def test_sample_info_validate_rebuild(runner, tmp_path, scripted, schemas):
+@pytest.mark.parametrize("layout, items, objects", [("compact", 4, 6), ("per-patch", 16, 19)])
+def test_sample_info_validate_rebuild(runner, tmp_path, scripted, schemas, layout, items, objects):
     out = tmp_path / "demo"
     args = ["sample", "--source", scripted, "--n", "4", "--out", str(out), "--bands", "B02,B03,B04,B08",
-            "--set", "seasons.shift_days=30"]
+            "--set", "seasons.shift_days=30", "--layout", layout]
     r = _ok(runner.invoke(data_main, args))
     assert "collected 4/4 locations, 16 patches" in r.output and "catalog.json" in r.output
     r = _ok(runner.invoke(data_main, args + ["--json"]))  # rerun: resumes, nothing to do
@@ -45,10 +46,13 @@ def test_sample_info_validate_rebuild(runner, tmp_path, scripted, schemas):
     info = _ok(runner.invoke(data_main, ["catalog", "info", str(out)])).output
     assert "locations   4 of 4" in info and "scene cloud" in info
     info = json.loads(_ok(runner.invoke(data_main, ["catalog", "info", str(out), "--json"])).output)
-    assert info["items"] == 16
+    assert (info["layout"], info["items"], info["patches"]) == (layout, items, 16)
     r = _ok(runner.invoke(data_main, ["catalog", "validate", str(out), "--schemas", str(schemas)]))
-    assert "19 STAC objects valid" in r.output
-    assert "rebuilt: 4 locations, 16 items" in _ok(runner.invoke(data_main, ["catalog", "rebuild", str(out)])).output
+    assert f"{objects} STAC objects valid" in r.output
+    r = _ok(runner.invoke(data_main, ["catalog", "validate", str(out), "--schemas", str(schemas), "--sample", "2"]))
+    assert f"{objects - items + 2} STAC objects valid (a sample of 2 items" in r.output
+    r = _ok(runner.invoke(data_main, ["catalog", "rebuild", str(out)]))
+    assert f"rebuilt: 4 locations, {items} items, 16 patches" in r.output
     # -q prints nothing on success; -v logs
     r = _ok(runner.invoke(data_main, ["-q"] + args))
     assert r.output.strip() == ""
@@ -93,13 +97,15 @@ def test_corrupt_ledger_and_invalid_catalog(runner, tmp_path, scripted, schemas)
         p.unlink()
     _one_line_error(runner.invoke(data_main, args), 3, "corrupt")
     assert {p: p.read_bytes() for p in tifs} == tifs
-    # a broken item is reported by validate with a non-zero exit
-    item = next(out.glob("*/*/*.json"))
-    d = json.loads(item.read_text())
-    d["properties"]["eo:cloud_cover"] = "cloudy"
-    item.write_text(json.dumps(d))
+    # a broken item (a row of items.parquet, the compact catalog's record) is reported by validate
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t = pq.read_table(out / "items.parquet")
+    i = t.column_names.index("eo:cloud_cover")
+    pq.write_table(t.set_column(i, "eo:cloud_cover", pa.array(["cloudy"] * t.num_rows)), out / "items.parquet")
     r = runner.invoke(data_main, ["catalog", "validate", str(out), "--schemas", str(schemas)])
-    assert r.exit_code == 4 and "eo:cloud_cover" in r.output
+    assert r.exit_code == 4 and "eo:cloud_cover" in r.output and "2 schema errors in 4 STAC objects" in r.output
 
 
 def test_internal_errors_are_one_line(runner, tmp_path, scripted, monkeypatch):
@@ -177,11 +183,13 @@ def test_options_that_do_not_apply_to_the_format_are_refused(runner, tmp_path, d
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_rebuild_restores_a_missing_sub_catalog_folder(runner, tmp_path, scripted):
-    import shutil
-
+def test_rebuild_restores_the_per_patch_json_tree(runner, tmp_path, scripted):
     out = tmp_path / "o"
-    _ok(runner.invoke(data_main, ["sample", "--source", scripted, "--n", "2", "--out", str(out), "--bands", "B02"]))
-    shutil.rmtree(out / "0000")
-    assert "rebuilt: 2 locations, 8 items" in _ok(runner.invoke(data_main, ["catalog", "rebuild", str(out)])).output
-    assert (out / "0000" / "catalog.json").is_file()
+    _ok(runner.invoke(data_main, ["sample", "--source", scripted, "--n", "2", "--out", str(out), "--bands", "B02",
+                                  "--layout", "per-patch"]))
+    jsons = {p: p.read_bytes() for p in out.rglob("0*/**/*.json")}
+    assert len(jsons) == 1 + 8  # a sub-catalog per part folder, an item JSON per patch
+    for p in jsons:
+        p.unlink()
+    assert "rebuilt: 2 locations, 8 items, 8 patches" in _ok(runner.invoke(data_main, ["catalog", "rebuild", str(out)])).output
+    assert {p: p.read_bytes() for p in jsons} == jsons

@@ -24,7 +24,7 @@ def test_demo_catalog_is_deterministic_complete_and_valid(tmp_path, schemas):
     out = tmp_path / "w2"
     items = check_catalog(out, 10, 4)
     n, problems = validate_catalog(out, schemas)
-    assert problems == [] and n == 3 + 40
+    assert problems == [] and n == 2 + 10  # catalog, collection and one item per location
     coll = json.loads((out / "collection.json").read_text())
     assert coll["license"] == "CC0-1.0" and "synthetic" in coll["keywords"]
     assert coll["seco:source"] == {"name": "sim", "product": "L2A", "synthetic": True, "seed": 0}
@@ -33,16 +33,16 @@ def test_demo_catalog_is_deterministic_complete_and_valid(tmp_path, schemas):
         p = it["properties"]
         assert p["seco:synthetic"] is True and p["eo:cloud_cover"] <= f.scene_cloud_max
         assert p["seco:cloud_fraction"] <= f.patch_cloud_max and p["seco:valid_fraction"] >= f.coverage_min
-        w0, w1 = p["seco:window"]
-        assert w0 <= p["datetime"] < w1
-        with rasterio.open(next(out.glob(f"*/{p['seco:location']:07d}")) / it["assets"]["data_10m"]["href"]) as ds:
+        assert p["datetime"] is None and p["start_datetime"] <= p["end_datetime"]
+        assert sorted(s["season"] for s in p["seco:seasons"]) == [0, 1, 2, 3]
+        for s in p["seco:seasons"]:
+            w0, w1 = s["window"]
+            assert w0 <= s["datetime"] < w1 and p["start_datetime"][:19] <= s["datetime"][:19] <= p["end_datetime"][:19]
+            assert s["eo:cloud_cover"] <= f.scene_cloud_max and s["cloud_fraction"] <= f.patch_cloud_max
+        with rasterio.open(out / it["assets"]["data_10m"]["href"]) as ds:
             px = ds.read()
-            assert px.shape == (4, 264, 264) and (px > 0).all()  # full coverage: no no-data pixel
+            assert px.shape == (16, 264, 264) and (px > 0).all()  # 4 bands x 4 seasons, full coverage
             assert 100 < np.median(px) < 6000  # plausible surface reflectance DN
-    seasons = {it["properties"]["seco:location"]: set() for it in items}
-    for it in items:
-        seasons[it["properties"]["seco:location"]].add(it["properties"]["seco:season"])
-    assert all(s == {0, 1, 2, 3} for s in seasons.values())
     info = catalog_info(out)
     assert info["locations"] == 10 and sum(info["dates_by_month"].values()) == 40
     assert info["candidates"] >= 10 and sum(info["rejections"].values()) == info["candidates"] - 10

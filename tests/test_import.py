@@ -3,6 +3,7 @@
 import datetime as dt
 import json
 import shutil
+import sqlite3
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import rasterio
 from click.testing import CliRunner
 
 import seco_data.importers.run as import_run
-from helpers import check_catalog
+from helpers import check_catalog, index_items, ledger_rows
 from released_layouts import make_seco_layout, make_ssl4eo_layout
 from seco_cli.data import main
 from seco_data.errors import OutputError, UsageError
@@ -56,7 +57,7 @@ def _check_against_source(out, layout_root, digits, dtype, n_bands):
         scene = layout_root / f"{p.location:0{digits}d}" / p.scene_id
         meta = json.loads((scene / "metadata.json").read_text()) if (scene / "metadata.json").exists() else None
         bands, arrays = [], []
-        for a in p.assets:
+        for a in p.data:
             got = a.read()
             assert got.dtype == dtype and a.dtype == dtype and a.crs == "EPSG:4326"
             for i, b in enumerate(a.bands):
@@ -65,7 +66,7 @@ def _check_against_source(out, layout_root, digits, dtype, n_bands):
                 assert a.transform == tuple(transform)[:6]
             bands += a.bands
             arrays += list(got)
-        assert len(bands) == n_bands and [a.resolution for a in p.assets] == [10, 20, 60]
+        assert len(bands) == n_bands and [a.resolution for a in p.data] == [10, 20, 60]
         assert p.valid_fraction == pytest.approx(_expected_valid(arrays), abs=1e-6)
         if meta:
             t = dt.datetime.fromtimestamp(meta["system:time_start"] / 1000, dt.timezone.utc)
@@ -87,15 +88,17 @@ def test_seco_import_is_pixel_exact_and_valid_stac(seco_src, tmp_path, schemas):
     assert validate_catalog(out, schemas)[1] == []
     patches = _check_against_source(out, seco_src, 6, "uint8", 12)
     assert patches[4].valid_fraction < 0.95  # the generator's no-data corner (last scene of location 0)
-    item = json.loads(next(out.glob("*/0000000/seco-100k-0000000-s0.json")).read_text())
+    item = index_items(out)[0]  # compact: one item per location, its seasons' bands in one file per group
+    assert item["id"] == "seco-100k-0000000" and len(item["properties"]["seco:seasons"]) == 5
     a = item["assets"]["data_20m"]
     assert a["raster:scale"] == 1 / 255 and a["data_type"] == "uint8" and "nodata" not in a
-    assert [b["name"] for b in a["bands"]] == ["B05", "B06", "B07", "B8A", "B11", "B12"]
+    assert [(b["seco:season"], b["name"]) for b in a["bands"][:7]] == [
+        (0, "B05"), (0, "B06"), (0, "B07"), (0, "B8A"), (0, "B11"), (0, "B12"), (1, "B05")]
     props = item["properties"]
     assert props["seco:source"] == "seco-100k" and props["seco:imported_from"] == "seco"
-    assert props["seco:cloud_fraction"] is None and props["proj:code"] == "EPSG:4326"
-    with rasterio.open(out / "0000/0000000" / a["href"]) as ds:  # lossless, tiled, described
-        assert ds.compression.value.upper() == "ZSTD" and ds.profile["tiled"] and ds.descriptions[3] == "B8A"
+    assert "seco:cloud_fraction" not in props and props["proj:code"] == "EPSG:4326"  # unknown: left out
+    with rasterio.open(out / a["href"]) as ds:  # lossless, tiled, described
+        assert ds.compression.value.upper() == "ZSTD" and ds.profile["tiled"] and ds.descriptions[3] == "s0:B8A"
     coll = json.loads((out / "collection.json").read_text())
     assert coll["license"] == "other" and any(link["rel"] == "license" for link in coll["links"])
     assert str(seco_src) in coll["description"] and "Mañas" in coll["providers"][1]["name"]
@@ -114,8 +117,8 @@ def test_ssl4eo_import_both_products(ssl4eo_root, tmp_path, schemas, product):
     assert validate_catalog(out, schemas)[1] == []
     patches = _check_against_source(out, ssl4eo_root / product, 7, "uint16", n_bands)
     assert patches[3].valid_fraction == 1 - 1 / 16  # exact zeros in every band (uncompressed source)
-    assert ("B10" in patches[0].assets[2].bands) == (product == "s2c")
-    assert all(a.scale == 1e-4 for p in patches for a in p.assets)
+    assert ("B10" in patches[0].data[2].bands) == (product == "s2c")
+    assert all(a.scale == 1e-4 for p in patches for a in p.data)
     coll = json.loads((out / "collection.json").read_text())
     assert coll["license"] == "CC-BY-4.0" and coll["id"] == f"ssl4eo-s12-{level.lower()}"
 
@@ -138,20 +141,24 @@ def test_missing_metadata_and_broken_locations_are_skipped_and_counted(tmp_path,
     assert report.locations == 2 and report.name == "seco"
     check_catalog(out, 2, 5)
     assert validate_catalog(out, schemas)[1] == []
-    item = json.loads(next(out.glob("*/0000000/seco-0000000-s2.json")).read_text())
+    item = index_items(out)[0]
+    season = item["properties"]["seco:seasons"][2]
     sid = scenes[0][2].name  # no metadata.json: time from the scene id, scene cloud and platform unknown
-    assert item["properties"]["seco:scene_id"] == sid
-    assert item["properties"]["datetime"] == dt.datetime.strptime(sid[:15], "%Y%m%dT%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert "eo:cloud_cover" not in item["properties"] and "platform" not in item["properties"]
-    p = [p for p in CatalogIndex(out).patches() if p.item_id == item["id"]][0]
+    assert season["scene_id"] == sid
+    assert season["datetime"] == dt.datetime.strptime(sid[:15], "%Y%m%dT%H%M%S").strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert "eo:cloud_cover" not in season and "platform" not in season
+    assert "eo:cloud_cover" not in item["properties"] and "platform" not in item["properties"]  # unknown for one season
+    p = [p for p in CatalogIndex(out).patches() if p.item_id == "seco-0000000-s2"][0]
     assert p.scene_cloud == 0.0 and p.platform == ""  # nulls in items.parquet
     coll = json.loads((out / "collection.json").read_text())
     assert coll["seco:stats"]["rejections"] == report.skipped
 
 
 def _snapshot(out):
-    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
-            if p.is_file() and p.name != ".seco.lock"}
+    """Every file of the catalog (not its bookkeeping: the ledger and the index state), and the ledger's rows."""
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+             if p.is_file() and p.name not in (".seco.lock", "ledger.sqlite") and ".seco" not in p.parent.parts}
+    return files, ledger_rows(out)
 
 
 def test_interrupted_import_resumes_to_the_same_catalog(ssl4eo_root, tmp_path, monkeypatch):
@@ -163,19 +170,24 @@ def test_interrupted_import_resumes_to_the_same_catalog(ssl4eo_root, tmp_path, m
     out = tmp_path / "out"
     convert = import_run.convert_location
 
-    def interrupted(layout, location, folder, out_):
+    def interrupted(layout, location, *args):
         if location == 2:
             raise KeyboardInterrupt
-        return convert(layout, location, folder, out_)
+        return convert(layout, location, *args)
 
     monkeypatch.setattr(import_run, "convert_location", interrupted)
     with pytest.raises(KeyboardInterrupt):
         import_dataset("ssl4eo", src, out)
     monkeypatch.undo()
-    assert (out / "0000/0000001").is_dir() and not (out / "items.parquet").exists()
-    shutil.rmtree(out / "0000/0000001")  # lost, and a half-written location left behind
-    (out / import_run.TMP / "0000001").mkdir(parents=True)
-    (out / import_run.TMP / "0000001" / "ssl4eo-s12-l1c-0000001-s0_10m.tif").write_bytes(b"partial")
+    lost = sorted((out / "0000").glob("ssl4eo-s12-l1c-0000001_*"))
+    assert len(lost) == 4 and not (out / "items.parquet").exists()
+    for p in lost[:2]:
+        p.unlink()  # lost, and a half-written file of the location left behind
+    (out / "0000" / ".ssl4eo-s12-l1c-0000001_10m.tif.tmp123").write_bytes(b"partial")
+    db = sqlite3.connect(out / "ledger.sqlite")
+    with db:  # as if killed while location 1 was in flight
+        db.execute("UPDATE candidates SET status = 'pending' WHERE idx = 1")
+    db.close()
     report = import_dataset("ssl4eo", src, out)
     assert (report.resumed, report.imported) == (1, 2)
     assert _snapshot(out) == want  # byte for byte: GeoTIFFs, items, sub-catalogs, collection, parquet
@@ -222,7 +234,7 @@ def test_cli_import(seco_src, ssl4eo_root, tmp_path):
     assert r.exit_code == 0, r.output
     assert "imported 3/3 locations (12 items)" in r.output
     assert f"next: seco-data export {tmp_path / 'b'} --format webdataset --out shards/" in r.output
-    assert len(next(CatalogIndex(tmp_path / "b").patches()).assets) == 3
+    assert len(next(CatalogIndex(tmp_path / "b").patches()).data) == 3
     r = runner.invoke(main, ["catalog", "info", str(tmp_path / "b")])  # nulls (seco:cloud_fraction) are fine
     assert r.exit_code == 0 and "locations   3 of 3" in r.output, r.output
     for args, code, fragment in [

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from seco_data.catalog.index import CatalogIndex
 from helpers import check_catalog, ledger_rows
 from seco_data.sample.run import sample
 from seco_data.errors import CatalogError
@@ -98,13 +99,14 @@ def test_sample_bi_temporal_patches_from_oscd(oscd, tmp_path, schemas):
     from rasterio.enums import Resampling
     from rasterio.warp import reproject
 
+    patches = {(p.location, p.season): p for p in CatalogIndex(out).patches()}
     for loc, city in enumerate(("paris", "bercy")):
         for season, k in enumerate((1, 2)):
-            item = json.loads(next(out.glob(f"*/{loc:07d}/*-s{season}.json")).read_text())
-            folder = next(out.glob(f"*/{loc:07d}"))
-            with rasterio.open(folder / item["assets"]["data_10m"]["href"]) as ds:
-                got, crs, transform = ds.read(), ds.crs, ds.transform
-            assert crs.to_epsg() == 32631 and got.shape == (4, 264, 264)
+            a = patches[loc, season].data[0]
+            got = a.read()
+            with rasterio.open(a.path) as ds:
+                crs, transform = ds.crs, ds.transform
+            assert crs.to_epsg() == 32631 and got.shape == (4, 264, 264) and a.bands == ("B02", "B03", "B04", "B08")
             src = items[f"{city}_imgs_{k}"]["assets"]["B04"]["href"]
             want = np.zeros((264, 264), np.uint16)
             with rasterio.open(src) as s:

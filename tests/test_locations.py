@@ -1,3 +1,4 @@
+import itertools
 import json
 import math
 
@@ -23,25 +24,77 @@ def _independent_overlap(a: PatchGrid, b: PatchGrid) -> bool:
     return poly(a).intersection(poly(b)).area > 1e-2
 
 
+def _imagery_ok(seed: int, index: int) -> bool:
+    """Whether a candidate's imagery passes, a fixed coin per candidate (what a source would decide)."""
+    return bool(np.random.default_rng([seed, index]).random() < 0.6)
+
+
+def _serial(cands, seed, sigma):
+    """The reference: candidates collected strictly one after the other."""
+    screen = Screen(Locations(land_only=False, sigma_km=sigma), 2640)
+    accepted, overlap = [], []
+    for c in cands:
+        v = screen.check(c)
+        assert not v.deferred  # nothing is ever pending here
+        if v.reason == "overlap":
+            overlap.append(c.index)
+        elif v.reason is None:
+            ok = _imagery_ok(seed, c.index)
+            screen.resolve(c.index, ok)
+            if ok:
+                accepted.append((c.index, v.grid))
+    return accepted, overlap
+
+
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), sigma=st.sampled_from([1.0, 3.0, 10.0]))
 def test_screened_footprints_never_intersect(seed, sigma):
     # few cities and a tiny sigma force many near-collisions, the case that matters
-    sampler = CitySampler(seed, top=3, sigma_km=sigma)
-    screen = Screen(Locations(land_only=False, sigma_km=sigma), 2640)
-    kept = []
-    reasons = []
-    for c in sampler.stream():
-        if c.index >= 150:
-            break
-        v = screen.check(c)
-        reasons.append(v.reason)
-        if v.reason is None:
-            kept.append(v.grid)
-    assert "overlap" in reasons
+    cands = list(itertools.islice(CitySampler(seed, top=3, sigma_km=sigma).stream(), 150))
+    accepted, overlap = _serial(cands, seed, sigma)
+    assert overlap and accepted
+    kept = [g for _, g in accepted]
     for i in range(len(kept)):
         for j in range(i):
             assert not _independent_overlap(kept[i], kept[j]), (kept[i], kept[j])
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), sigma=st.sampled_from([1.0, 3.0]), window=st.integers(2, 40),
+       order=st.integers(0, 2**31))
+def test_concurrent_screening_decides_as_the_serial_run(seed, sigma, window, order):
+    """Candidates in flight together, resolved in any order: released footprints of imagery
+    rejections and deferred candidates give exactly the serial run's locations."""
+    cands = list(itertools.islice(CitySampler(seed, top=3, sigma_km=sigma).stream(), 150))
+    want_accepted, want_overlap = _serial(cands, seed, sigma)
+    screen = Screen(Locations(land_only=False, sigma_km=sigma), 2640)
+    rng = np.random.default_rng(order)
+    grids, ready, accepted, overlap = {}, [], set(), set()
+    todo = iter(cands)
+    in_flight = 0
+    while True:
+        while in_flight < window and (c := next(todo, None)) is not None:
+            v = screen.check(c)
+            if v.reason == "overlap":
+                overlap.add(c.index)
+                continue
+            grids[c.index] = v.grid
+            in_flight += 1
+            if not v.deferred:
+                ready.append(c.index)
+        if not ready:
+            assert screen.deferred == 0 and in_flight == 0
+            break
+        i = ready.pop(int(rng.integers(len(ready))))  # results come back in any order
+        ok = _imagery_ok(seed, i)
+        in_flight -= 1
+        accepted |= {i} if ok else set()
+        released, lost = screen.resolve(i, ok)
+        ready += released
+        overlap |= set(lost)
+        in_flight -= len(lost)
+    assert sorted(accepted) == [i for i, _ in want_accepted]
+    assert sorted(overlap) == sorted(want_overlap)
 
 
 def test_overlap_across_utm_zones_and_touching_edges():

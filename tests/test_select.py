@@ -53,7 +53,7 @@ def test_location_rejected_with_the_reason(scene, reason):
     recipe = load_recipe("demo", {"seasons.shift_days": 0, "seasons.anchors": ["2016-01-10", "2016-04-10"],
                                   "seasons.window_days": 10})
     out = collect_location(src, recipe, 0, GRID, NO_WAIT)
-    assert not out.accepted and out.reason == reason and out.encoded == {}
+    assert not out.accepted and out.reason == reason and out.reads == {}
     assert src.calls["read"] == 0  # pixels are never read for a rejected location
 
 
@@ -68,7 +68,7 @@ def test_no_scene_in_window():
 def test_transient_errors_are_retried_then_reported():
     src = ScriptedSource(fail_first=2)
     out = collect_location(src, load_recipe("demo", {"n": 1}), 0, GRID, NO_WAIT)
-    assert out.accepted and len(out.encoded) == 4
+    assert out.accepted and len(out.reads) == 4
     src = ScriptedSource(fail_first=100)
     out = collect_location(src, load_recipe("demo"), 0, GRID, NO_WAIT)
     assert out.reason == "source_error" and "503" in out.detail

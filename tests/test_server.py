@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from helpers import index_items
 from seco_data.serve.server import Forbidden, is_loopback, make_server, parse_range, safe_segments, start_server
 from seco_data.errors import CatalogError, UsageError
 
@@ -72,7 +73,17 @@ def get_json(url: str, path: str) -> dict:
 
 
 def demo_items(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.glob("[0-9]*/[0-9]*/*.json"))]
+    """The items of a catalog as stored (compact: rows of items.parquet; per-patch: the item JSON files)."""
+    files = sorted(root.glob("[0-9]*/[0-9]*/*.json"))
+    return [json.loads(p.read_text()) for p in files] if files else index_items(root)
+
+
+@pytest.fixture(scope="module")
+def served_per_patch(per_patch_catalog):
+    server, url = start_server(per_patch_catalog)
+    yield url
+    server.shutdown()
+    server.server_close()
 
 
 # ---------------------------------------------------------------------- a generated bigger catalog
@@ -190,15 +201,25 @@ def test_search_antimeridian_open_intervals_and_ids(big):
     assert list(client.search(collections=["other"]).items()) == []
 
 
-def test_search_item_assets_are_absolute_and_fetchable(served, demo_catalog):
+def test_search_item_assets_are_absolute_and_fetchable(served, demo_catalog, served_per_patch, per_patch_catalog):
     from pystac_client import Client
 
+    # compact: the location's item; its files in the part folder; no item JSON to point to
+    items = list(Client.open(served + "/api").search(ids=["demo-0000001"]).items())
+    assert [i.id for i in items] == ["demo-0000001"]
+    href = items[0].assets["data_10m"].href
+    assert href == f"{served}/0000/demo-0000001_10m.tif"
+    with urllib.request.urlopen(href) as r:
+        assert r.read() == (demo_catalog / "0000/demo-0000001_10m.tif").read_bytes()
+    assert [link.href for link in items[0].links if link.rel == "alternate"] == []
+    # per-patch: a season's item, and its JSON file as the alternate
+    served = served_per_patch
     items = list(Client.open(served + "/api").search(ids=["demo-0000001-s2"]).items())
     assert [i.id for i in items] == ["demo-0000001-s2"]
     href = items[0].assets["data_10m"].href
     assert href == f"{served}/0000/0000001/demo-0000001-s2_10m.tif"
     with urllib.request.urlopen(href) as r:
-        assert r.read() == (demo_catalog / "0000/0000001/demo-0000001-s2_10m.tif").read_bytes()
+        assert r.read() == (per_patch_catalog / "0000/0000001/demo-0000001-s2_10m.tif").read_bytes()
     alternate = [link.href for link in items[0].links if link.rel == "alternate"]
     assert alternate == [f"{served}/0000/0000001/demo-0000001-s2.json"]
     assert get_json(served, "/0000/0000001/demo-0000001-s2.json")["id"] == "demo-0000001-s2"
@@ -222,19 +243,18 @@ def test_api_documents_and_collection_items(served, demo_catalog):
     assert links["items"] == f"{served}/api/collections/demo/items"
     assert all(link["href"].startswith("http") for link in coll["links"])
 
-    ids, path = [], "/api/collections/demo/items?limit=6"
+    ids, path = [], "/api/collections/demo/items?limit=2"
     while path:
         page = get_json(served, path)
-        assert page["numberMatched"] == 20 and page["numberReturned"] == len(page["features"])
+        assert page["numberMatched"] == 5 and page["numberReturned"] == len(page["features"])
         ids += [f["id"] for f in page["features"]]
         nxt = [link["href"] for link in page["links"] if link["rel"] == "next"]
         path = nxt[0].removeprefix(served) if nxt else None
     assert ids == sorted(i["id"] for i in demo_items(demo_catalog))
 
-    item = get_json(served, "/api/collections/demo/items/demo-0000006-s3")
-    assert item["id"] == "demo-0000006-s3"
-    assert item["properties"] == json.loads(
-        (demo_catalog / "0000/0000006/demo-0000006-s3.json").read_text())["properties"]
+    item = get_json(served, "/api/collections/demo/items/demo-0000006")
+    assert item["id"] == "demo-0000006" and len(item["properties"]["seco:seasons"]) == 4
+    assert item["properties"] == next(i for i in demo_items(demo_catalog) if i["id"] == "demo-0000006")["properties"]
     for path in ("/api/collections/demo/items/nope", "/api/collections/nope", "/api/collections/nope/items",
                  "/api/nothing"):
         status, _, body = request(served, path)
@@ -265,26 +285,28 @@ def test_post_search_body_and_paging(served):
         return request(served, "/api/search", "POST", {"Content-Type": "application/json"},
                        json.dumps(body).encode() if not isinstance(body, bytes) else body)
 
-    status, _, body = post({"limit": 7, "bbox": [-180, -90, 180, 90]})
+    status, _, body = post({"limit": 2, "bbox": [-180, -90, 180, 90]})
     page = json.loads(body)
-    assert status == 200 and page["numberReturned"] == 7 and page["numberMatched"] == 20
+    assert status == 200 and page["numberReturned"] == 2 and page["numberMatched"] == 5
     nxt = [link for link in page["links"] if link["rel"] == "next"][0]
-    assert nxt["method"] == "POST" and nxt["body"]["token"] == "7" and nxt["body"]["bbox"] == [-180, -90, 180, 90]
+    assert nxt["method"] == "POST" and nxt["body"]["token"] == "2" and nxt["body"]["bbox"] == [-180, -90, 180, 90]
     page2 = json.loads(post(nxt["body"])[2])
-    assert len({f["id"] for f in page["features"]} | {f["id"] for f in page2["features"]}) == 14
+    assert len({f["id"] for f in page["features"]} | {f["id"] for f in page2["features"]}) == 4
     assert post(b"{not json")[0] == 400
     status, _, body = post({"bbox": [1, 2]})
     assert status == 400 and json.loads(body)["parameter"] == "bbox"
     status, _, body = post({"limit": 20000})  # larger than the maximum: clamped, not an error
-    assert status == 200 and json.loads(body)["numberReturned"] == 20
+    assert status == 200 and json.loads(body)["numberReturned"] == 5
 
 
-def test_pystac_reads_the_static_catalog(served, demo_catalog):
+def test_pystac_reads_the_static_catalog(served_per_patch, per_patch_catalog):
+    """Per-patch catalogs are browsable as static files (compact ones through the API: above)."""
     import pystac
 
+    served = served_per_patch
     cat = pystac.Catalog.from_file(served + "/catalog.json")
     items = list(cat.get_items(recursive=True))
-    assert sorted(i.id for i in items) == sorted(i["id"] for i in demo_items(demo_catalog))
+    assert sorted(i.id for i in items) == sorted(i["id"] for i in demo_items(per_patch_catalog)) and len(items) == 8
     href = items[0].assets["data_20m"].get_absolute_href()
     assert href.startswith(served + "/0000/")
     with urllib.request.urlopen(href) as r:
@@ -310,7 +332,7 @@ def test_cors_on_every_response_and_preflight(served):
 
 
 def test_range_requests_types_and_caching(served, demo_catalog):
-    rel = "0000/0000002/demo-0000002-s1_10m.tif"
+    rel = "0000/demo-0000002_10m.tif"
     data = (demo_catalog / rel).read_bytes()
     size = len(data)
     status, h, body = request(served, "/" + rel, headers={"Range": "bytes=100-1123"})
@@ -353,7 +375,7 @@ def test_parse_range():
 def test_rasterio_opens_a_served_geotiff_by_vsicurl(served, demo_catalog):
     import rasterio
 
-    rel = "0000/0000006/demo-0000006-s0_20m.tif"
+    rel = "0000/demo-0000006_20m.tif"
     with rasterio.open(demo_catalog / rel) as src:
         local, profile = src.read(), src.profile
     env = dict(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_MAX_RETRY="0", CPL_VSIL_CURL_USE_HEAD="YES",
@@ -472,10 +494,10 @@ def test_index_reloads_when_items_parquet_changes(demo_catalog, tmp_path):
     shutil.copytree(demo_catalog, root)
     server, url = start_server(root)
     try:
-        assert get_json(url, "/api/search?limit=1")["numberMatched"] == 20
+        assert get_json(url, "/api/search?limit=1")["numberMatched"] == 5
         t = pq.read_table(root / "items.parquet")
-        pq.write_table(t.slice(0, 8), root / "items.parquet")
-        assert get_json(url, "/api/search?limit=1")["numberMatched"] == 8
+        pq.write_table(t.slice(0, 2), root / "items.parquet")
+        assert get_json(url, "/api/search?limit=1")["numberMatched"] == 2
     finally:
         server.shutdown()
         server.server_close()

@@ -17,6 +17,7 @@ import pytest
 import rasterio
 from click.testing import CliRunner
 
+from helpers import index_items
 from seco_cli.data import main
 from seco_data.errors import OutputError, ShardError
 from seco_data.export.reader import ShardReader, Split, current_split, expand_urls, iter_shard, split_shards
@@ -25,22 +26,28 @@ from seco_data.export.verify import verify
 
 
 def _items(catalog: Path) -> dict[int, list[dict]]:
-    """Item JSON files straight from the catalog tree (not through the parquet index), by location."""
+    """Per location, its seasons as read from the stored items themselves (compact: one item per
+    location, every season's bands in one file per group, told apart by ``seco:season``)."""
     out: dict[int, list[dict]] = {}
-    for f in sorted(catalog.glob("[0-9]*/[0-9]*/*.json")):
-        item = json.loads(f.read_text())
-        item["_dir"] = f.parent
-        out.setdefault(item["properties"]["seco:location"], []).append(item)
-    return {k: sorted(v, key=lambda i: i["properties"]["seco:season"]) for k, v in out.items()}
+    for item in index_items(catalog):
+        props = item["properties"]
+        for s in props["seco:seasons"]:
+            bands = {}
+            for a in item["assets"].values():
+                for i, b in enumerate(a.get("bands") or [], start=1):
+                    if b["seco:season"] == s["season"]:
+                        bands[b["name"]] = (catalog / a["href"], i)
+            out.setdefault(props["seco:location"], []).append(
+                {"id": f"{item['id']}-s{s['season']}", "season": s["season"], "datetime": s["datetime"],
+                 "scene_id": s["scene_id"], "crs": props["proj:code"], "bands": bands})
+    return {k: sorted(v, key=lambda i: i["season"]) for k, v in out.items()}
 
 
-def _pixels(item: dict, band: str) -> np.ndarray:
-    for a in item["assets"].values():
-        names = [b["name"] for b in a["bands"]]
-        if band in names:
-            with rasterio.open(item["_dir"] / a["href"]) as src:
-                return src.read(names.index(band) + 1)
-    raise KeyError(band)
+def _pixels(season: dict, band: str) -> np.ndarray:
+    path, i = season["bands"][band]
+    with rasterio.open(path) as src:
+        assert src.descriptions[i - 1] == f"s{season['season']}:{band}"
+        return src.read(i)
 
 
 def _sha(path: Path) -> str:
@@ -69,9 +76,9 @@ def test_round_trip_equals_geotiff_pixels(demo_catalog, shards):
         assert sample["__key__"] == f"{loc:07d}" and "." not in sample["__key__"]
         its = items[loc]
         assert meta["item_ids"] == [i["id"] for i in its]
-        assert meta["dates"] == [i["properties"]["datetime"] for i in its]
-        assert meta["scene_ids"] == [i["properties"]["seco:scene_id"] for i in its]
-        assert meta["crs"] == its[0]["properties"]["proj:code"]
+        assert meta["dates"] == [i["datetime"] for i in its]
+        assert meta["scene_ids"] == [i["scene_id"] for i in its]
+        assert meta["crs"] == its[0]["crs"]
         for group, spec in meta["arrays"].items():
             arr = sample[group]
             assert arr.dtype == np.uint16 and list(arr.shape) == spec["shape"]
@@ -246,7 +253,7 @@ def test_catalog_verify_names_bad_assets(demo_catalog, tmp_path):
     cat = tmp_path / "cat"
     shutil.copytree(demo_catalog, cat)
     assert verify(cat).ok
-    tifs = sorted(cat.glob("0000/*/*_20m.tif"))
+    tifs = sorted(cat.glob("0000/*_20m.tif"))
     tifs[0].unlink()
     raw = bytearray(tifs[1].read_bytes())
     raw[-10] ^= 0xFF

@@ -8,9 +8,9 @@ import threading
 
 import numpy as np
 import pytest
-import rasterio
 
 import ee
+from seco_data.catalog.index import CatalogIndex
 from helpers import check_catalog, ledger_rows
 from seco_data.sample.run import MAX_CONSECUTIVE_ERRORS, sample
 from seco_data.errors import CredentialsError, SourceError, SourceUnavailable
@@ -71,20 +71,18 @@ def _recipe(server, n=3, **options):
 
 
 def _check_pixels(out, server, n, seasons=2):
-    """Every GeoTIFF holds exactly the DN the server served for the item's scene and grid."""
-    items = check_catalog(out, n, seasons)
-    folders = {p.name: p for p in out.glob("*/[0-9]*") if p.is_dir()}
-    for item in items:
-        scene = item["properties"]["seco:scene_id"]
-        folder = folders[f"{item['properties']['seco:location']:07d}"]
-        for asset in (a for a in item["assets"].values() if "data" in a["roles"]):  # not the thumbnail
-            res, _, left, _, _, top = asset["proj:transform"]
-            with rasterio.open(folder / asset["href"]) as r:
-                data = r.read()
-            for i, band in enumerate(b["name"] for b in asset["bands"]):
-                want = server.expected(scene, band, left, top, int(res), data.shape[1])
+    """Every GeoTIFF holds exactly the DN the server served for the season's scene and grid."""
+    check_catalog(out, n, seasons)
+    patches = list(CatalogIndex(out).patches())
+    assert len(patches) == n * seasons
+    for p in patches:
+        for a in p.data:  # not the thumbnail
+            res, _, left, _, _, top = a.transform
+            data = a.read()
+            for i, band in enumerate(a.bands):
+                want = server.expected(p.scene_id, band, left, top, int(res), data.shape[1])
                 np.testing.assert_array_equal(data[i], want)
-    return items
+    return patches
 
 
 # -- requests ------------------------------------------------------------------------------------
@@ -188,9 +186,9 @@ def test_sample_end_to_end(tmp_path, server, schemas):
     out = tmp_path / "out"
     report = sample(_recipe(server), out, workers=2, retry=FAST)
     assert report.complete and report.patches == 6
-    items = _check_pixels(out, server, 3)
-    for it in items:  # the clean scene (k % 5 == 3) wins every season
-        assert server.scene_k(it["properties"]["seco:scene_id"]) % 5 == 3
+    patches = _check_pixels(out, server, 3)
+    for p in patches:  # the clean scene (k % 5 == 3) wins every season
+        assert server.scene_k(p.scene_id) % 5 == 3
     assert report.skipped_scenes["coverage"] > 0 and report.skipped_scenes["patch_cloud"] > 0
     assert report.source_stats["requests"] > 0 and report.source_stats["bytes"] > 0
     c = json.loads((out / "collection.json").read_text())

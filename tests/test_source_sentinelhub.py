@@ -9,6 +9,7 @@ import threading
 import numpy as np
 import pytest
 
+from seco_data.catalog.index import CatalogIndex
 from helpers import check_catalog, ledger_rows
 from servers.sentinelhub import SentinelHubServer, dn, masks
 from seco_data.sample.run import sample
@@ -60,21 +61,20 @@ def _api_calls(server):
 
 
 def _check_pixels(out, server):
-    """Every GeoTIFF holds exactly what the server served for its scene and grid."""
+    """Every GeoTIFF holds exactly what the server served for its season's scene and grid."""
     import rasterio
 
-    for loc, _season, scene_id, when, assets in ledger_rows(out):
-        k = round(server.k_of(dt.datetime.fromisoformat(when)))
-        assert scene_id.startswith(server.scene_id(k)[:26])
-        folder = next(out.glob(f"*/{loc:07d}"))
-        for a in (a for a in json.loads(assets) if "resolution" in a):  # GeoTIFFs, not the thumbnail
-            with rasterio.open(folder / a["href"]) as ds:
-                res, arr = a["resolution"], ds.read()
+    for p in CatalogIndex(out).patches():
+        k = round(server.k_of(dt.datetime.fromisoformat(p.datetime)))
+        assert p.scene_id.startswith(server.scene_id(k)[:26])
+        for a in p.data:  # GeoTIFFs, not the thumbnail
+            arr = a.read()
+            with rasterio.open(a.path) as ds:
                 x0, y0 = int(ds.transform.c), int(ds.transform.f)
-                assert ds.transform.a == res and arr.dtype == np.uint16
-            assert arr.shape == (len(a["bands"]), 2640 // res, 2640 // res)
-            for i, band in enumerate(a["bands"]):
-                assert np.array_equal(arr[i], dn(x0, y0, res, arr.shape[1:], band, k)), (loc, band)
+                assert ds.transform.a == a.resolution and arr.dtype == np.uint16
+            assert arr.shape == (len(a.bands), 2640 // a.resolution, 2640 // a.resolution)
+            for i, band in enumerate(a.bands):
+                assert np.array_equal(arr[i], dn(x0, y0, a.resolution, arr.shape[1:], band, k)), (p.location, band)
 
 
 # -- search, read, read_masks ----------------------------------------------------------------------

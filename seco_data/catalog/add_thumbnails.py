@@ -1,48 +1,43 @@
-"""``catalog thumbnails``: give every item of a catalog its PNG quicklook, then refresh the index.
+"""``catalog thumbnails``: give every item of a catalog its quicklook, then refresh the index.
 
-For catalogs sampled before thumbnails existed, or imported. Items are processed by a pool of
-threads (decoding, deflate and file I/O release the GIL) under the catalog's lock; each PNG and item
-JSON is written atomically, so a rerun finishes what an interrupted run left. A sampled catalog's
-ledger rows get the thumbnail entries, so that a rebuild from the ledger keeps them.
+For catalogs collected or imported without quicklooks (recipe ``thumbnails: false``), or to draw
+them again (``overwrite``). Each accepted location of the ledger is drawn by a pool of threads
+(decoding, JPEG and file I/O release the GIL) under the catalog's lock: per season from its data
+GeoTIFF (per-patch layout), or every season side by side from the location's finest GeoTIFF
+(compact). Each file is written atomically, its entry recorded in the ledger, and the index rebuilt
+for the parts that changed, so a rerun finishes what an interrupted run left.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from ..bands import default_scale
 from .. import jobs
 from ..errors import CatalogError
-from ..outputs import lock, write_atomic, write_json
-from ..sample.ledger import thumbnail_entry
-from .index import IndexFile
-from .item import thumbnail_asset
-from .layout import COLLECTION, INDEX, LEDGER, THUMBNAIL, location_dirs, thumbnail_name
-from .rebuild import rebuild
-from .thumbnails import RGB, thumbnail_png
+from ..outputs import lock, write_atomic
+from .layout import LEDGER, THUMBNAIL, files_dir, location_id, thumbnail_name
+from .ledger import Ledger, LocationRow, thumbnail_entry
+from .rebuild import catalog_meta, finalize
+from .thumbnails import thumbnail
 
 log = logging.getLogger(__name__)
 
 #: failure reasons of ``catalog thumbnails``
-REASONS = ("unreadable_item", "no_data_asset", "missing_geotiff", "unreadable_geotiff", "write_error")
+REASONS = ("no_data_asset", "missing_geotiff", "unreadable_geotiff", "write_error")
 
 
 @dataclass
 class ThumbnailReport:
     root: Path
-    items: int = 0
+    items: int = 0  # quicklooks considered (one per location in the compact layout, per item else)
     written: int = 0
-    present: int = 0  # a PNG was already there (kept)
+    present: int = 0  # a quicklook was already there (kept)
     failed: Counter = field(default_factory=Counter)  # reason -> count
-    failures: list[str] = field(default_factory=list)  # "<file>: <reason>: <detail>", every one
-    index: str = ""  # how the index was refreshed: "ledger" (sampled) or "items" (imported)
+    failures: list[str] = field(default_factory=list)  # "<reason>: <file>: <detail>", every one
     seconds: float = 0.0
 
     @property
@@ -51,146 +46,101 @@ class ThumbnailReport:
 
     def to_dict(self) -> dict:
         return {"root": str(self.root), "items": self.items, "written": self.written, "present": self.present,
-                "failed": dict(sorted(self.failed.items())), "failures": self.failures, "index": self.index,
+                "failed": dict(sorted(self.failed.items())), "failures": self.failures,
                 "seconds": round(self.seconds, 3), "ok": self.ok}
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One quicklook to draw: where from, where to, and what record entry to update."""
+
+    location: int
+    item_id: str | None  # per-patch: the season's item; compact: None (the location's files)
+    source: Path | None  # the GeoTIFF drawn from
+    target: Path
+    scale: float
+    bands: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class _Result:
     status: str  # written, present, failed
-    item_id: str = ""
-    entry: dict | None = None  # ledger entry
+    job: _Job
+    entry: dict | None = None  # record entry
     reason: str = ""
     detail: str = ""
 
 
-def _item_files(root: Path) -> Iterator[Path]:
-    for folder in location_dirs(root):
-        yield from sorted(folder.glob("*.json"))
+def _jobs(root: Path, row: LocationRow, cm: dict) -> list[_Job]:
+    folder = root / files_dir(row.location, cm["seasons"], cm["layout"])
+    finest = str(min(int(k) for k in cm["band_groups"]))
+    bands = tuple(cm["band_groups"][finest])
+    scale = float(cm.get("scale", 1e-4))
+    if cm["layout"] == "compact":
+        data = next((f for f in row.files if f.get("key") == f"data_{finest}m"), None)
+        name = thumbnail_name(location_id(cm["name"], row.location))
+        return [_Job(row.location, None, folder / data["href"] if data else None, folder / name, scale, bands)]
+    out = []
+    for p in row.patches:
+        data = min((a for a in p.assets if a.get("role") != THUMBNAIL), key=lambda a: a.get("resolution", 0),
+                   default=None)
+        out.append(_Job(row.location, p.item_id, folder / data["href"] if data else None,
+                        folder / thumbnail_name(p.item_id), scale, tuple((data or {}).get("bands") or bands)))
+    return out
 
 
-def _source_asset(item: dict) -> dict | None:
-    """The finest data asset, preferring one that holds B04, B03 and B02."""
-    data = [a for a in (item.get("assets") or {}).values()
-            if "data" in (a.get("roles") or []) and a.get("bands") and a.get("href")]
-    if not data:
-        return None
-
-    def key(a):
-        names = {b.get("name") for b in a["bands"]}
-        return (not set(RGB) <= names, a.get("gsd") or a.get("raster:spatial_resolution") or 0)
-
-    return min(data, key=key)
-
-
-def _scale(asset: dict) -> float:
-    s = asset.get("raster:scale")
-    if s:
-        return float(s)
-    return default_scale(asset.get("data_type") or "uint16")
-
-
-def _process(path: Path, overwrite: bool) -> _Result:
-    """Make (or keep) one item's thumbnail and put its asset in the item JSON (atomic rewrite)."""
+def _draw(job: _Job, overwrite: bool) -> _Result:
     try:
-        item = json.loads(path.read_text("utf-8"))
-        item_id = item["id"]
-        assets = item.setdefault("assets", {})
-    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
-        return _Result("failed", reason="unreadable_item", detail=f"{path}: {' '.join(str(e).split())}")
-    name = thumbnail_name(item_id)
-    png_path = path.parent / name
-    status = "present"
-    try:
-        if png_path.is_file() and not overwrite:
-            png = png_path.read_bytes()
-        else:
-            a = _source_asset(item)
-            if a is None:
-                return _Result("failed", item_id, reason="no_data_asset", detail=f"{path}: no data asset with bands")
-            tif = Path(os.path.normpath(os.path.join(path.parent, a["href"])))
-            if not tif.is_file():
-                return _Result("failed", item_id, reason="missing_geotiff", detail=f"{tif}: missing")
-            try:
-                png = thumbnail_png(tif, scale=_scale(a), bands=[b.get("name") for b in a["bands"]])
-            except CatalogError as e:
-                return _Result("failed", item_id, reason="unreadable_geotiff", detail=str(e))
-            write_atomic(png_path, png)
-            status = "written"
-        entry = thumbnail_entry(name, png)
-        asset = thumbnail_asset("./" + name, entry["sha256"], entry["size"])
-        if assets.get(THUMBNAIL) != asset:
-            assets.pop(THUMBNAIL, None)
-            assets[THUMBNAIL] = asset  # last, as in items written by `seco-data sample`
-            write_json(path, item, indent=None)
-    except OSError as e:
-        return _Result("failed", item_id, reason="write_error", detail=f"{png_path}: {e.strerror or e}")
-    return _Result(status, item_id, entry)
-
-
-class _LedgerUpdate:
-    """Adds thumbnail entries to the asset lists of a sampled catalog's ledger rows, in batches, so
-    that ``collect.finalize`` (and ``seco-data catalog rebuild``) index them."""
-
-    def __init__(self, path: Path):
-        from ..sample.ledger import Ledger
-
-        self.ledger = Ledger(path, create=False)
-        self.pending: list[tuple[str, dict]] = []
-
-    def add(self, item_id: str, entry: dict) -> None:
-        self.pending.append((item_id, entry))
-        if len(self.pending) >= 1000:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        with self.ledger:  # one transaction per batch
-            for item_id, entry in self.pending:
-                self.ledger.set_asset(item_id, entry)  # False: files of a location the ledger does not hold
-        self.pending.clear()
-
-    def close(self) -> None:
+        if job.target.is_file() and not overwrite:
+            return _Result("present", job, thumbnail_entry(job.target.name, job.target.read_bytes()))
+        if job.source is None:
+            return _Result("failed", job, reason="no_data_asset", detail=f"{job.target}: no data GeoTIFF recorded")
+        if not job.source.is_file():
+            return _Result("failed", job, reason="missing_geotiff", detail=f"{job.source}: missing")
         try:
-            self.flush()
-        finally:
-            self.ledger.close()
+            data = thumbnail(job.source, scale=job.scale, bands=job.bands)
+        except CatalogError as e:
+            return _Result("failed", job, reason="unreadable_geotiff", detail=str(e))
+        write_atomic(job.target, data)
+        return _Result("written", job, thumbnail_entry(job.target.name, data))
+    except OSError as e:
+        return _Result("failed", job, reason="write_error", detail=f"{job.target}: {e.strerror or e}")
 
 
-def add_thumbnails(root: str | Path, *, overwrite: bool = False, workers: int = 1,
+def add_thumbnails(root: str | Path, *, overwrite: bool = False, workers: int | None = None,
                    progress: jobs.ProgressFn | None = None) -> ThumbnailReport:
-    """Give every item of the catalog in ``root`` its thumbnail PNG and ``thumbnail`` asset, then
-    refresh the index (``items.parquet``, sub-catalogs, collection) so it carries them.
+    """Give every item of the catalog in ``root`` its quicklook and ``thumbnail`` asset, then
+    refresh the index (``items.parquet``, sub-catalogs, collection, per-patch item JSONs).
 
-    Existing PNGs are kept (all are redrawn with ``overwrite``). Resumable: each PNG and item JSON is
-    written atomically, and a rerun finishes what an interrupted run left. A failing item (unreadable
-    JSON or GeoTIFF, missing file) is counted by reason and named in ``failures``; the others go on.
+    Existing quicklooks are kept (all are drawn again with ``overwrite``). A failing item (missing or
+    unreadable GeoTIFF) is counted by reason and named in ``failures``; the others go on.
     """
     t0 = time.perf_counter()
     jobs.check_workers(workers)
     root = Path(root)
-    if not (root / COLLECTION).is_file():
-        raise CatalogError(f"{root} is not a seco catalog (no {COLLECTION})",
+    if not (root / LEDGER).is_file():
+        raise CatalogError(f"{root} is not a seco catalog (no {LEDGER})",
                            hint="point at the --out folder of `seco-data sample` or `seco-data import`")
     report = ThumbnailReport(root)
-    try:
-        total = IndexFile(root / INDEX).num_rows
-    except CatalogError:  # only a progress total: count as we go
-        total = None
-
-    def tell():
-        if progress:
-            progress(jobs.Progress(report.items, total, "item", {"written": report.written, "present": report.present,
-                                                                 "failed": sum(report.failed.values())}))
-
     with lock(root, what="writing to"):  # not while `seco-data sample` or `import` writes the same catalog
-        ledger = _LedgerUpdate(root / LEDGER) if (root / LEDGER).exists() else None
+        ledger = Ledger(root / LEDGER)
         try:
+            cm = catalog_meta(ledger)
+            counts = ledger.counts()
+            total = counts["accepted"] if cm["layout"] == "compact" else counts["patches"]
+
+            def tell():
+                if progress:
+                    progress(jobs.Progress(report.items, total, "item",
+                                           {"written": report.written, "present": report.present,
+                                            "failed": sum(report.failed.values())}))
+
+            todo = (job for row in ledger.locations() for job in _jobs(root, row, cm))
+            entries: list[_Result] = []
             tell()
-            n = jobs.cap_workers(workers, "thread", total)
+            n = jobs.cap_workers(workers, "thread", max(1, total))
             with jobs.Pool(n, kind="thread") as pool:
-                for _, r in jobs.run(pool, _process, ((path, overwrite) for path in _item_files(root)), window=64 * n):
+                for _, r in jobs.run(pool, _draw, ((job, overwrite) for job in todo), window=32 * n):
                     report.items += 1
                     if r.status == "failed":
                         report.failed[r.reason] += 1
@@ -198,17 +148,33 @@ def add_thumbnails(root: str | Path, *, overwrite: bool = False, workers: int = 
                         log.info("thumbnail failed (%s): %s", r.reason, r.detail)
                     else:
                         setattr(report, r.status, getattr(report, r.status) + 1)
-                        if ledger is not None:
-                            ledger.add(r.item_id, r.entry)
+                        entries.append(r)
+                    if len(entries) >= 1000:
+                        _record(ledger, entries)
                     if report.items % 64 == 0:
                         tell()
+            _record(ledger, entries)
             tell()
+            if report.items == 0:
+                raise CatalogError(f"{root} has no items", hint="is the collection finished?")
+            finalize(root, ledger, write_items=True)
         finally:
-            if ledger is not None:
-                ledger.close()
-        if report.items == 0:
-            raise CatalogError(f"{root} has no item JSON files", hint="is the collection finished?")
-        rebuild(root, locked=True)
-        report.index = "ledger" if ledger is not None else "items"
+            ledger.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def _record(ledger: Ledger, results: list[_Result]) -> None:
+    """Record a batch of drawn quicklooks in the ledger (one transaction)."""
+    if not results:
+        return
+    with ledger:
+        for r in results:
+            if r.job.item_id is None:
+                ledger.set_file(r.job.location, r.entry)
+            else:
+                ledger.set_asset(r.job.item_id, r.entry)
+    results.clear()
+
+
+__all__ = ["REASONS", "ThumbnailReport", "add_thumbnails"]

@@ -29,15 +29,18 @@ from .layout import COLLECTION, GEOJSON, INDEX, THUMBNAIL
 
 REBUILD_HINT = "rebuild it with `seco-data catalog rebuild`"
 
-_COLUMNS = [
+#: the columns every reader of items needs, per layout
+_PATCH_COLUMNS = [
     "id", "datetime", "platform", "eo:cloud_cover", "seco:location", "seco:season", "seco:scene_id",
     "seco:cloud_fraction", "seco:valid_fraction", "seco:point", "assets",
 ]
+_LOCATION_COLUMNS = ["id", "seco:location", "seco:seasons", "seco:point", "assets"]
 
 
 @dataclass(frozen=True)
 class Asset:
-    """One GeoTIFF of an item: the bands of one resolution group."""
+    """One GeoTIFF of an item, as far as one season is concerned: the bands of one resolution group
+    (``indexes``: where they are in the file, 1-based; a compact file holds every season's bands)."""
 
     key: str  # e.g. data_10m
     path: Path  # absolute
@@ -47,18 +50,23 @@ class Asset:
     shape: tuple[int, int]
     crs: str  # proj:code, e.g. EPSG:32633
     transform: tuple[float, ...]  # proj:transform (6 numbers)
-    sha256: str | None
-    size: int | None
+    sha256: str | None  # of the whole file
+    size: int | None  # of the whole file
     scale: float = DN_SCALE  # raster:scale: reflectance = DN * scale (bands.default_scale when files do not say)
+    indexes: tuple[int, ...] | None = None  # None: every band of the file, in order
 
     def read(self) -> np.ndarray:
         """Pixels (bands, H, W) in the file's own dtype."""
-        return read_geotiff(self.path)
+        return read_geotiff(self.path, self.indexes)
+
+    def band_indexes(self) -> list[int]:
+        """The 1-based indexes of :attr:`bands` in the file."""
+        return list(self.indexes) if self.indexes is not None else list(range(1, len(self.bands) + 1))
 
 
 @dataclass(frozen=True)
 class Patch:
-    """One item: one location observed in one season."""
+    """One location observed in one season: a per-patch item, or a season of a compact item."""
 
     item_id: str
     location: int
@@ -70,7 +78,12 @@ class Patch:
     cloud_fraction: float
     valid_fraction: float
     point: tuple[float, float]  # lon, lat of the location
-    assets: tuple[Asset, ...]  # by increasing resolution (10 m first)
+    assets: tuple[Asset, ...]  # by increasing resolution (10 m first); the thumbnail has no bands
+
+    @property
+    def data(self) -> tuple[Asset, ...]:
+        """The GeoTIFF assets (those with bands), 10 m first."""
+        return tuple(a for a in self.assets if a.bands)
 
 
 @dataclass(frozen=True)
@@ -83,12 +96,12 @@ class Location:
         return self.patches[0].point
 
 
-def read_geotiff(path: Path) -> np.ndarray:
+def read_geotiff(path: Path, indexes=None) -> np.ndarray:
     import rasterio
 
     try:
         with rasterio.open(path) as src:
-            return src.read()
+            return src.read(list(indexes) if indexes is not None else None)
     except rasterio.errors.RasterioIOError as e:
         raise CatalogError(f"cannot read {path}: {e}", hint="check the catalog with `seco-data verify`") from None
 
@@ -100,17 +113,24 @@ def _checksum(value: str | None) -> str | None:
     return None
 
 
-def _asset(root: Path, key: str, a: dict) -> Asset:
+def _asset(root: Path, key: str, a: dict, season: int | None = None) -> Asset:
+    """The asset ``a`` (an asset dict of the index) as one season sees it (every band when None)."""
     res = a.get("gsd") or a.get("raster:spatial_resolution")
     # string joins: Path.resolve() costs syscalls per asset, a lot at millions of assets
     path = Path(os.path.normpath(os.path.join(root, a["href"])))
     dtype = a.get("data_type") or "uint16"
     scale = a.get("raster:scale")
+    entries = a.get("bands") or []
+    indexes = None
+    if season is not None and any(b.get("seco:season") is not None for b in entries):
+        picked = [(i, b) for i, b in enumerate(entries, start=1) if b.get("seco:season") == season]
+        indexes = tuple(i for i, _ in picked)
+        entries = [b for _, b in picked]
     return Asset(
         key=key,
         path=path,
         resolution=int(round(res)) if res else 0,
-        bands=tuple(b["name"] for b in a.get("bands") or []),
+        bands=tuple(b["name"] for b in entries),
         dtype=dtype,
         shape=tuple(a.get("proj:shape") or ()),
         crs=a.get("proj:code") or "",
@@ -118,11 +138,16 @@ def _asset(root: Path, key: str, a: dict) -> Asset:
         sha256=_checksum(a.get("file:checksum")),
         size=a.get("file:size"),
         scale=float(scale) if scale else default_scale(dtype),
+        indexes=indexes,
     )
 
 
+def _when(t) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(t, "strftime") else str(t)
+
+
 class CatalogIndex:
-    """The items of the catalog in ``root``, from its ``items.parquet``."""
+    """The items of the catalog in ``root``, from its ``items.parquet`` (either layout)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root).resolve()
@@ -139,6 +164,7 @@ class CatalogIndex:
         except (OSError, ValueError) as e:
             raise CatalogError(f"cannot read {coll}: {e}") from None
         self.index = IndexFile(self.parquet)
+        self.compact = "seco:seasons" in self.index.names
 
     @property
     def name(self) -> str:
@@ -146,6 +172,7 @@ class CatalogIndex:
 
     @property
     def n_items(self) -> int:
+        """Rows of the index: locations (compact) or location x seasons (per-patch)."""
         return self.index.num_rows
 
     @property
@@ -153,40 +180,75 @@ class CatalogIndex:
         """Number of distinct locations (reads one column)."""
         import pyarrow.compute as pc
 
+        if self.compact:
+            return self.index.num_rows
         return len(pc.unique(self.index.read(["seco:location"]).column(0)))
 
+    def rows(self, columns: list[str], batch: int = 4096):
+        """The index's rows as dicts of ``columns``, in catalog order."""
+        self.index.require(columns)
+        for rb in self.index.iter_batches(columns, batch):
+            cols = {c: rb.column(c).to_pylist() for c in columns}
+            for i in range(rb.num_rows):
+                yield {c: cols[c][i] for c in columns}
+
+    def files(self):
+        """Every file of every item: ``(path, size or None, sha256 or None)``, each once."""
+        for row in self.rows(["assets"]):
+            for key, a in sorted((row["assets"] or {}).items()):
+                if a is not None:
+                    path = Path(os.path.normpath(os.path.join(self.root, a["href"])))
+                    yield path, a.get("file:size"), _checksum(a.get("file:checksum"))
+
     def patches(self, batch: int = 4096) -> Iterator[Patch]:
-        """Every item, in catalog order (location, then season)."""
-        self.index.require(_COLUMNS)
+        """Every location x season, in catalog order (location, then season)."""
+        if self.compact:
+            for loc in self.locations(batch):
+                yield from loc.patches
+            return
         try:
-            for rb in self.index.iter_batches(_COLUMNS, batch):
-                cols = {c: rb.column(c).to_pylist() for c in _COLUMNS}
-                for i in range(rb.num_rows):
-                    assets = cols["assets"][i] or {}
-                    built = [_asset(self.root, k, a) for k, a in assets.items() if a is not None]
-                    built.sort(key=lambda a: (a.resolution, a.key))
-                    t = cols["datetime"][i]
-                    yield Patch(
-                        item_id=cols["id"][i],
-                        location=int(cols["seco:location"][i]),
-                        season=int(cols["seco:season"][i]),
-                        datetime=t.strftime("%Y-%m-%dT%H:%M:%SZ") if hasattr(t, "strftime") else str(t),
-                        platform=cols["platform"][i] or "",
-                        scene_id=cols["seco:scene_id"][i] or "",
-                        scene_cloud=float(cols["eo:cloud_cover"][i] or 0.0),
-                        cloud_fraction=float(cols["seco:cloud_fraction"][i] or 0.0),
-                        valid_fraction=float(cols["seco:valid_fraction"][i] or 0.0),
-                        point=tuple(cols["seco:point"][i] or (0.0, 0.0)),
-                        assets=tuple(built),
-                    )
+            for r in self.rows(_PATCH_COLUMNS, batch):
+                built = [_asset(self.root, k, a) for k, a in (r["assets"] or {}).items() if a is not None]
+                built.sort(key=lambda a: (a.resolution, a.key))
+                yield Patch(
+                    item_id=r["id"],
+                    location=int(r["seco:location"]),
+                    season=int(r["seco:season"]),
+                    datetime=_when(r["datetime"]),
+                    platform=r["platform"] or "",
+                    scene_id=r["seco:scene_id"] or "",
+                    scene_cloud=float(r["eo:cloud_cover"] or 0.0),
+                    cloud_fraction=float(r["seco:cloud_fraction"] or 0.0),
+                    valid_fraction=float(r["seco:valid_fraction"] or 0.0),
+                    point=tuple(r["seco:point"] or (0.0, 0.0)),
+                    assets=tuple(built),
+                )
         except OSError as e:
             raise CatalogError(f"cannot read {self.parquet}: {e}", hint=REBUILD_HINT) from None
 
-    def locations(self) -> Iterator[Location]:
+    def _compact_locations(self, batch: int) -> Iterator[Location]:
+        for r in self.rows(_LOCATION_COLUMNS, batch):
+            assets = {k: a for k, a in (r["assets"] or {}).items() if a is not None}
+            patches = []
+            for s in r["seco:seasons"] or []:
+                built = [_asset(self.root, k, a, s["season"]) for k, a in assets.items()]
+                built.sort(key=lambda a: (a.resolution, a.key))
+                patches.append(Patch(
+                    item_id=f"{r['id']}-s{s['season']}", location=int(r["seco:location"]), season=int(s["season"]),
+                    datetime=_when(s["datetime"]), platform=s.get("platform") or "", scene_id=s.get("scene_id") or "",
+                    scene_cloud=float(s.get("eo:cloud_cover") or 0.0), cloud_fraction=float(s.get("cloud_fraction") or 0.0),
+                    valid_fraction=float(s.get("valid_fraction") or 0.0), point=tuple(r["seco:point"] or (0.0, 0.0)),
+                    assets=tuple(built)))
+            yield Location(int(r["seco:location"]), tuple(sorted(patches, key=lambda q: q.season)))
+
+    def locations(self, batch: int = 4096) -> Iterator[Location]:
         """Items grouped by location (the index is ordered by location)."""
+        if self.compact:
+            yield from self._compact_locations(batch)
+            return
         current: list[Patch] = []
         seen: set[int] = set()
-        for p in self.patches():
+        for p in self.patches(batch):
             if current and p.location != current[0].location:
                 yield Location(current[0].location, tuple(sorted(current, key=lambda q: q.season)))
                 current = []
@@ -266,19 +328,94 @@ class IndexFile:
         return self._guard(self.file.read_row_group, g)
 
 
+#: per-season fields :func:`season_table` gives: name -> (per-patch column, compact ``seco:seasons`` field)
+SEASON_FIELDS = {
+    "season": ("seco:season", "season"),
+    "datetime": ("datetime", "datetime"),
+    "scene_cloud": ("eo:cloud_cover", "eo:cloud_cover"),
+    "cloud_fraction": ("seco:cloud_fraction", "cloud_fraction"),
+    "valid_fraction": ("seco:valid_fraction", "valid_fraction"),
+    "scene_id": ("seco:scene_id", "scene_id"),
+    "platform": ("platform", "platform"),
+    "window": ("seco:window", "window"),
+}
+
+
+def season_table(index: "IndexFile", fields: list[str], location_columns: list[str] = ()):
+    """One row per location x season, whatever the layout: the ``fields`` of :data:`SEASON_FIELDS`
+    (``datetime`` as a UTC timestamp) plus ``location``, ``row`` (the index row it comes from) and
+    the given location-level columns (``seco:point``, ``seco:origin``, ``id`` ...). Reads only the
+    columns it needs."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    compact = "seco:seasons" in index.names
+    loc_cols = [c for c in ["seco:location", *location_columns] if c in index.names]
+    if compact:
+        t = index.read(loc_cols + ["seco:seasons"])
+        lists = t.column("seco:seasons").combine_chunks()
+        flat = pc.list_flatten(lists)
+        parents = pc.list_parent_indices(lists)
+        names = {f.name for f in flat.type} if pa.types.is_struct(flat.type) else set()
+        out = {"row": parents}
+        for f in fields:
+            key = SEASON_FIELDS[f][1]
+            out[f] = pc.struct_field(flat, key) if key in names else pa.nulls(len(flat))
+        for c in loc_cols:
+            out[c] = t.column(c).combine_chunks().take(parents)
+    else:
+        want = [SEASON_FIELDS[f][0] for f in fields]
+        t = index.read(loc_cols + [c for c in want if c not in loc_cols])
+        out = {"row": pa.array(range(t.num_rows), pa.int64())}
+        for f, c in zip(fields, want):
+            out[f] = t.column(c).combine_chunks() if c in t.column_names else pa.nulls(t.num_rows)
+        for c in loc_cols:
+            out[c] = t.column(c).combine_chunks()
+    if "datetime" in out:
+        d = out["datetime"]
+        if pa.types.is_string(d.type) or pa.types.is_large_string(d.type):
+            d = pc.strptime(pc.replace_substring(d, "Z", ""), format="%Y-%m-%dT%H:%M:%S", unit="s", error_is_null=True)
+            d = pc.assume_timezone(d, "UTC")
+        elif pa.types.is_null(d.type):
+            d = pa.nulls(len(d), pa.timestamp("s", tz="UTC"))
+        out["datetime"] = d
+    out["location"] = out.pop("seco:location")
+    return pa.table(out)
+
+
+_TIMES = ("datetime", "start_datetime", "end_datetime", "created", "updated")
+
+
 def items_of(table) -> Iterator[dict]:
-    """Item dicts (as stored: hrefs relative to the catalog root) of rows of the index."""
+    """Item dicts (as stored: hrefs relative to the catalog root) of rows of the index.
+
+    A property some items lack is a column holding nulls for them; it is left out again here
+    (``datetime`` excepted: STAC requires it, null when start/end_datetime are given), as is a
+    season field some seasons lack, and times are whole seconds again where they were, so an item
+    reads back as it was written."""
     from stac_geoparquet.arrow import stac_table_to_items
 
-    yield from stac_table_to_items(table)
+    for item in stac_table_to_items(table):
+        props = item.get("properties")
+        if props:
+            props = {k: v for k, v in props.items() if v is not None or k == "datetime"}
+            for k in _TIMES:
+                v = props.get(k)
+                if isinstance(v, str) and v.endswith(".000000Z"):  # whole seconds, as written
+                    props[k] = v[:-8] + "Z"
+            if props.get("seco:seasons"):
+                props["seco:seasons"] = [{k: v for k, v in s.items() if v is not None} for s in props["seco:seasons"]]
+            item["properties"] = props
+        yield item
 
 
 # -- writing ----------------------------------------------------------------------------------------
 
 
-def rebase(item: dict, folder: str) -> dict:
-    """The item as seen from the catalog root: hrefs relative to ``OUT`` instead of the item's own
-    folder ``OUT/<folder>``, plus a ``self`` link. This is the form stored in ``items.parquet``."""
+def rebase(item: dict, folder: str, *, self_link: bool = True) -> dict:
+    """The item as seen from the catalog root: hrefs relative to ``OUT`` instead of the folder of its
+    files ``OUT/<folder>``, plus a ``self`` link to its JSON file where it has one. This is the form
+    stored in ``items.parquet``."""
     def up(href: str) -> str:
         if "://" in href or href.startswith("/"):
             return href
@@ -287,7 +424,8 @@ def rebase(item: dict, folder: str) -> dict:
     out = dict(item)
     out["assets"] = {k: {**a, "href": "./" + up(a["href"])} for k, a in item["assets"].items()}
     links = [{**link, "href": "./" + up(link["href"])} for link in item["links"] if link["rel"] != "self"]
-    out["links"] = [{"rel": "self", "href": f"./{folder}/{item['id']}.json", "type": GEOJSON}] + links
+    own = [{"rel": "self", "href": f"./{folder}/{item['id']}.json", "type": GEOJSON}] if self_link else []
+    out["links"] = own + links
     return out
 
 
@@ -295,15 +433,18 @@ def write_index(items: Iterable[dict], path: str | Path, chunk: int = 5000) -> i
     """Stream items (in their :func:`rebase` form) into a stac-geoparquet file, atomically; return
     how many were written. An empty stream removes the file.
 
-    Our items are homogeneous, so the Arrow schema inferred from the first chunk holds for all of
-    them and the rest streams through in chunks: memory stays bounded at any catalog size. The one
-    exception is the ``thumbnail`` asset, which items of catalogs made before thumbnails (or whose
-    thumbnail failed) lack: each chunk is converted together with a probe item that has one, and
-    the probe is dropped, so every chunk has the same schema; items without a thumbnail hold a null
-    there, which stac-geoparquet reads back as no asset and :class:`CatalogIndex` skips.
+    Items are converted to Arrow a chunk at a time, so memory stays bounded at any catalog size.
+    Chunks need not have the same schema: a property or a season field only some items have (a
+    scene without metadata, a location whose seasons come from two platforms) is null where absent.
+    A chunk lacking a column the file has is filled with nulls; a chunk bringing a new one widens
+    the file's schema (the rows written so far are rewritten, a row group at a time: rare). The
+    ``thumbnail`` asset, which catalogs made before thumbnails (or whose quicklook failed) lack, is
+    always in the schema: each chunk is converted with a probe item that has one, then dropped.
     """
     import pyarrow as pa
-    from stac_geoparquet.arrow import parse_stac_items_to_arrow, to_parquet
+    import pyarrow.parquet as pq
+    from stac_geoparquet.arrow import parse_stac_items_to_arrow
+    from stac_geoparquet.arrow._to_parquet import DEFAULT_PARQUET_SCHEMA_VERSION, create_parquet_metadata
 
     path = Path(path)
     count = 0
@@ -317,17 +458,79 @@ def write_index(items: Iterable[dict], path: str | Path, chunk: int = 5000) -> i
             # one batch of group + probe ("FirstBatch": "FullFile" logs with a format bug at DEBUG level)
             batch = parse_stac_items_to_arrow(group + [probe], chunk_size=len(group) + 1,
                                               schema="FirstBatch").read_next_batch()
-            yield batch.slice(0, len(group))
+            yield pa.Table.from_batches([batch.slice(0, len(group))])
+
+    def file_schema(schema: pa.Schema) -> pa.Schema:
+        meta = create_parquet_metadata(schema, schema_version=DEFAULT_PARQUET_SCHEMA_VERSION)
+        return schema.remove_metadata().with_metadata(meta)
 
     stream = batches()
     first = next(stream, None)
     if first is None:
         path.unlink(missing_ok=True)
         return 0
+    schema = file_schema(first.schema)
     with atomic_path(path) as tmp:
-        to_parquet(pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], stream)), tmp,
-                   compression="zstd")
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        try:
+            for table in itertools.chain([first], stream):
+                if not table.schema.equals(schema, check_metadata=False):
+                    wider = pa.unify_schemas([schema.remove_metadata(), table.schema.remove_metadata()],
+                                             promote_options="permissive")
+                    if not wider.equals(schema, check_metadata=False):
+                        writer.close()
+                        schema = file_schema(wider)
+                        writer = _rewrite(tmp, schema)
+                    table = _conform(table, schema)
+                writer.write_table(table)
+        finally:
+            writer.close()
     return count
+
+
+def concat_indexes(parts: list[Path], out: Path) -> None:
+    """Stream the row groups of index files (parts of a catalog's index, in order) into one, atomically;
+    an empty list removes ``out``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not parts:
+        out.unlink(missing_ok=True)
+        return
+    files = [pq.ParquetFile(p) for p in parts]
+    schemas = [f.schema_arrow for f in files]
+    schema = pa.unify_schemas(schemas, promote_options="permissive").with_metadata(schemas[0].metadata)
+    with atomic_path(out) as tmp:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+            for f in files:
+                for g in range(f.num_row_groups):
+                    t = f.read_row_group(g)
+                    if not t.schema.equals(schema, check_metadata=False):
+                        t = _conform(t, schema)  # parts whose items differ: rare
+                    writer.write_table(t)
+
+
+def _conform(table, schema):
+    """``table`` with ``schema`` (a superset of its columns and struct fields): nulls where it has none.
+    Through Python: Arrow's cast cannot add fields to structs nested in lists."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(table.to_pylist(), schema=schema)
+
+
+def _rewrite(path: Path, schema):
+    """A writer of ``schema`` on ``path`` that already holds, conformed, the rows ``path`` held."""
+    import pyarrow.parquet as pq
+
+    old = path.with_name(path.name + ".narrow")
+    path.replace(old)
+    writer = pq.ParquetWriter(path, schema, compression="zstd")
+    f = pq.ParquetFile(old)
+    for g in range(f.num_row_groups):
+        writer.write_table(_conform(f.read_row_group(g), schema))
+    f.close()
+    old.unlink()
+    return writer
 
 
 _PROBE_THUMBNAIL = thumbnail_asset("./probe_thumb.png", "0" * 64, 0)

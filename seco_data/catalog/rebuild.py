@@ -1,171 +1,288 @@
-"""Rebuilding a catalog's index, sub-catalogs and collection: the one path every command takes.
+"""Building the catalog from its ledger: the one path every command takes (``sample``, ``import``,
+``catalog rebuild``, ``catalog thumbnails``), in time proportional to what changed.
 
-Items come from the catalog's record: the ledger for a sampled catalog (:func:`ledger_items`), the
-item JSON files for an imported one (:func:`file_items`); :func:`rebuild` picks, under the
-catalog's lock, and hands them to :func:`seco_data.catalog.writer.write_catalog`.
+The index is kept in parts of ``locations_per_part(seasons)`` locations (``OUT/.seco/index/``): a
+part's items (built from the ledger's rows), its parquet file, its extent and summaries
+(:class:`~seco_data.catalog.writer.Aggregate`) and, in the per-patch layout, its sub-catalog. A part
+is built again only when its digest (accepted locations, newest version: :meth:`Ledger.part_digests`)
+changed, and ``sample`` builds parts as soon as no candidate of theirs can still change, so the end
+of a run only builds the last ones. ``items.parquet`` is then the parts' row groups streamed into one
+file, and the collection is written from the parts' aggregates; when nothing changed (the resume of a
+finished run) nothing is written at all.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from ..bands import DN_SCALE
 from ..errors import CatalogError
-from ..outputs import lock
-from .item import ItemSpec, RasterFile, ThumbnailFile, build_item
-from .layout import COLLECTION, LEDGER, THUMBNAIL, location_dir, location_dirs
-from .writer import CollectionMeta, write_catalog
+from ..outputs import lock, write_json, write_many
+from .index import concat_indexes, rebase, write_index
+from .item import (ItemSpec, LocationSpec, RasterFile, SeasonSpec, ThumbnailFile, build_item, build_location_item)
+from .layout import (CATALOG, COLLECTION, INDEX, LEDGER, STATE, THUMBNAIL, data_key, files_dir, item_file,
+                     location_dir, location_id, locations_per_part, part_dir, resolution_of)
+from .ledger import Ledger, LocationRow, PatchRow
+from .writer import Aggregate, CollectionMeta, collection, item_files, root_catalog, subcatalog
 
 log = logging.getLogger(__name__)
 
+#: where the index parts live, under the catalog root
+PARTS = f"{STATE}/index"
+PARTS_STATE = "state.json"
+
 SECO_PROVIDER = {"name": "seco", "roles": ["processor"],
-                 "description": "Seasonal patches selected, cut and catalogued by seco-data sample."}
+                 "description": "Seasonal patches selected, cut and catalogued by seco-data."}
 
 
-# -- sampled catalogs: the ledger --------------------------------------------------------------------
+# -- what the ledger says about the catalog -----------------------------------------------------------
 
 
-def item_spec(row, collection: str, source: dict, scale: float) -> ItemSpec:
-    """The item of one ledger row (:class:`seco_data.sample.ledger.PatchRow`)."""
-    grid = row.grid
-    left, bottom, right, top = grid.bounds
-    rasters, thumb = [], None
-    for a in row.assets:
-        if a.get("role") == THUMBNAIL:  # ledger entry {role, href, sha256, size}: not a raster
-            thumb = ThumbnailFile(a["href"], a["sha256"], a["size"])
-            continue
-        res = a["resolution"]
-        rasters.append(RasterFile(
-            href=a["href"], resolution=res, bands=tuple(a["bands"]), sha256=a["sha256"], size=a["size"],
-            crs=f"EPSG:{grid.epsg}", shape=grid.shape(res),
-            transform=(float(res), 0.0, float(left), 0.0, -float(res), float(top)),
-            bbox=(float(left), float(bottom), float(right), float(top)), scale=scale))
-    return ItemSpec(
-        collection=collection, item_id=row.item_id, location=row.location, season=row.season,
-        datetime=row.datetime, ring=grid.footprint_lonlat(), crs=f"EPSG:{grid.epsg}", rasters=tuple(rasters),
-        source=source, scene_id=row.scene_id, valid_fraction=row.valid_fraction, point=(row.lon, row.lat),
-        thumbnail=thumb, platform=row.platform, scene_cloud=row.scene_cloud, cloud_fraction=row.cloud_fraction,
-        window=(row.window_start, row.window_end), origin=row.origin or "")
+def catalog_meta(ledger: Ledger) -> dict:
+    """The catalog's description recorded in the ledger (``catalog`` meta key, written by the
+    command that made it): name, seasons, layout, band groups, dtype, nodata, scale, source,
+    providers, licence, recipe, requested."""
+    raw = ledger.get("catalog")
+    if raw is None:
+        raise CatalogError(f"the ledger {ledger.path} does not describe its catalog",
+                           hint="it was made by another release of seco: collect into a new --out")
+    return json.loads(raw)
 
 
-def ledger_meta(ledger) -> tuple[CollectionMeta, float]:
-    """The collection's metadata and the DN scale, from what the ledger recorded."""
-    from ..recipe import recipe_from_dict
-
-    recipe = recipe_from_dict(json.loads(ledger.get("recipe") or "{}"))
-    source = json.loads(ledger.get("source") or "null") or {
-        "describe": {"name": recipe.source, "product": recipe.product, "synthetic": recipe.source == "sim"},
-        "providers": [], "license": "other", "scale": DN_SCALE,
-    }
+def collection_meta(ledger: Ledger, cm: dict) -> CollectionMeta:
     counts = ledger.counts()
     stats = {
-        "requested": recipe.n,
+        "requested": cm.get("requested"),
         "locations": counts["accepted"],
-        "items": counts["patches"],
+        "items": counts["patches"] if cm["layout"] == "per-patch" else counts["accepted"],
+        "patches": counts["patches"],
         "candidates": counts["candidates"],
         "rejections": counts["rejections"],
         "skipped_scenes": counts["skipped_scenes"],
         "source": counts["source"],
     }
-    meta = CollectionMeta(name=recipe.name, seasons=recipe.seasons.count, source=source["describe"],
-                          recipe=recipe.to_dict(), stats=stats, providers=source["providers"] + [SECO_PROVIDER],
-                          license=source["license"])
-    return meta, float(source["scale"])
+    return CollectionMeta(name=cm["name"], seasons=cm["seasons"], source=cm["source"], recipe=cm["recipe"],
+                          stats=stats, providers=cm["providers"] + [SECO_PROVIDER], license=cm["license"],
+                          layout=cm["layout"])
 
 
-def ledger_items(ledger, meta: CollectionMeta, scale: float) -> Iterator[dict]:
-    """Every accepted patch of the ledger as an item, by location then season."""
-    for row in ledger.patches():
-        yield build_item(item_spec(row, meta.name, meta.source, scale))
+# -- items of a ledger row ----------------------------------------------------------------------------
 
 
-def rebuild_from_ledger(root: str | Path, ledger=None) -> tuple[dict, dict]:
-    """Rewrite the catalog of a sampled ``root`` from its ledger; return (collection, ledger counts)."""
-    from ..sample.ledger import Ledger
+def _raster(entry: dict, row: LocationRow, cm: dict, bands: tuple[str, ...],
+            band_seasons: tuple[int, ...] | None) -> RasterFile:
+    res = entry.get("resolution") or resolution_of(entry.get("key", ""))
+    if "transform" in entry:  # imports: the file's own georeferencing
+        crs, shape = entry["crs"], tuple(entry["shape"])
+        transform, bbox = tuple(entry["transform"]), tuple(entry["bbox"])
+    else:  # sampled: the patch grid
+        g = row.grid
+        left, bottom, right, top = g.bounds
+        crs, shape = f"EPSG:{g.epsg}", g.shape(res)
+        transform = (float(res), 0.0, float(left), 0.0, -float(res), float(top))
+        bbox = (float(left), float(bottom), float(right), float(top))
+    return RasterFile(href=entry["href"], resolution=res, bands=bands, sha256=entry["sha256"], size=entry["size"],
+                      crs=crs, shape=shape, transform=transform, bbox=bbox, dtype=cm.get("dtype", "uint16"),
+                      nodata=cm.get("nodata", 0), scale=float(cm.get("scale", DN_SCALE)), band_seasons=band_seasons)
 
+
+def _footprint(row: LocationRow, rasters) -> tuple[list, str]:
+    if row.grid is not None:
+        return row.grid.footprint_lonlat(), f"EPSG:{row.grid.epsg}"
+    w, s, e, n = rasters[0].bbox  # imports: lon/lat files
+    return [(w, s), (e, s), (e, n), (w, n), (w, s)], rasters[0].crs
+
+
+def item_specs(row: LocationRow, cm: dict) -> list[ItemSpec]:
+    """The per-patch items of one accepted location, by season."""
+    groups = {int(k): tuple(v) for k, v in cm["band_groups"].items()}
+    out = []
+    for p in row.patches:
+        rasters, thumb = [], None
+        for a in p.assets:
+            if a.get("role") == THUMBNAIL:
+                thumb = ThumbnailFile(a["href"], a["sha256"], a["size"])
+            else:
+                rasters.append(_raster(a, row, cm, tuple(a.get("bands") or groups[a["resolution"]]), None))
+        ring, crs = _footprint(row, rasters)
+        window = (p.window_start, p.window_end) if p.window_start and p.window_end else None
+        out.append(ItemSpec(
+            collection=cm["name"], item_id=p.item_id, location=row.location, season=p.season, datetime=p.datetime,
+            ring=ring, crs=crs, rasters=tuple(rasters), source=cm["source"], scene_id=p.scene_id,
+            valid_fraction=p.valid_fraction, point=(row.lon, row.lat), thumbnail=thumb, platform=p.platform,
+            scene_cloud=p.scene_cloud, cloud_fraction=p.cloud_fraction, window=window,
+            origin=row.origin if cm.get("origins", True) else None, extra=p.extra))
+    return out
+
+
+def location_spec(row: LocationRow, cm: dict) -> LocationSpec:
+    """The compact item of one accepted location."""
+    groups = {int(k): tuple(v) for k, v in cm["band_groups"].items()}
+    seasons = [p.season for p in row.patches]
+    rasters, thumb = [], None
+    for f in row.files:
+        if f.get("key") == THUMBNAIL:
+            thumb = ThumbnailFile(f["href"], f["sha256"], f["size"])
+            continue
+        res = resolution_of(f["key"])
+        bands = tuple(f.get("bands") or groups[res])
+        rasters.append(_raster(f, row, cm, tuple(b for _ in seasons for b in bands),
+                               tuple(s for s in seasons for _ in bands)))
+    rasters.sort(key=lambda r: r.resolution)
+    ring, crs = _footprint(row, rasters)
+    specs = tuple(SeasonSpec(
+        season=p.season, datetime=p.datetime, scene_id=p.scene_id, valid_fraction=p.valid_fraction,
+        platform=p.platform, scene_cloud=p.scene_cloud, cloud_fraction=p.cloud_fraction,
+        window=(p.window_start, p.window_end) if p.window_start and p.window_end else None,
+        extra={k.removeprefix("seco:"): v for k, v in p.extra.items()}) for p in row.patches)
+    return LocationSpec(collection=cm["name"], item_id=location_id(cm["name"], row.location), location=row.location,
+                        ring=ring, crs=crs, rasters=tuple(rasters), seasons=specs, source=cm["source"],
+                        point=(row.lon, row.lat), thumbnail=thumb,
+                        origin=row.origin if cm.get("origins", True) else None, extra=cm.get("item_extra", {}))
+
+
+def location_items(row: LocationRow, cm: dict) -> list[dict]:
+    """The STAC items of one accepted location (one in the compact layout, one per season else)."""
+    if cm["layout"] == "compact":
+        return [build_location_item(location_spec(row, cm))]
+    return [build_item(s) for s in item_specs(row, cm)]
+
+
+# -- the index, part by part --------------------------------------------------------------------------
+
+
+@dataclass
+class Finalized:
+    collection: dict
+    counts: dict
+    built: int  # parts built by this call
+    kept: int  # parts whose index was current
+    changed: bool  # whether anything was written
+
+
+def index_state(root: str | Path) -> dict:
+    """What the index parts of ``root`` were built from (empty when there are none)."""
+    return _state(Path(root))
+
+
+def _state(root: Path) -> dict:
+    try:
+        return json.loads((root / PARTS / PARTS_STATE).read_text("utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def _part_file(root: Path, part: int) -> Path:
+    return root / PARTS / f"{part:05d}.parquet"
+
+
+def build_parts(root: Path, ledger: Ledger, cm: dict, parts, *, write_items: bool, state: dict) -> int:
+    """Build the index of the given parts from the ledger (and, per-patch, their sub-catalogs and,
+    with ``write_items``, their item JSONs); record them in ``state``; return how many were built."""
+    per = locations_per_part(cm["seasons"])
+    digests = ledger.part_digests(per)
+    (root / PARTS).mkdir(parents=True, exist_ok=True)
+    n = 0
+    for part in sorted(parts):
+        agg = Aggregate()
+        hrefs: list[str] = []
+
+        def items():
+            for row in ledger.locations(part * per, (part + 1) * per):
+                built = location_items(row, cm)
+                folder = files_dir(row.location, cm["seasons"], cm["layout"])
+                if cm["layout"] == "per-patch":
+                    if write_items:
+                        (root / folder).mkdir(parents=True, exist_ok=True)
+                        write_many(root / folder, item_files(built))
+                    hrefs.extend(f"./{row.location:07d}/{item_file(i['id'])}" for i in built)
+                for item in built:
+                    agg.add(item)
+                    yield rebase(item, folder, self_link=cm["layout"] == "per-patch")
+
+        written = write_index(items(), _part_file(root, part))
+        if cm["layout"] == "per-patch" and hrefs:
+            pdir = root / f"{part:04d}"
+            pdir.mkdir(parents=True, exist_ok=True)
+            write_json(pdir / CATALOG, subcatalog(cm["name"], f"{part:04d}", cm["seasons"], hrefs), indent=None)
+        key = str(part)
+        if written:
+            state.setdefault("parts", {})[key] = {"digest": list(digests.get(part, (0, 0))), "items": written,
+                                                  "aggregate": agg.to_dict()}
+        else:
+            state.setdefault("parts", {}).pop(key, None)
+        n += 1
+    write_json(root / PARTS / PARTS_STATE, state, indent=None)
+    return n
+
+
+def stale_parts(ledger: Ledger, cm: dict, state: dict, below: int | None = None) -> set[int]:
+    """Parts whose index is not current (optionally: only parts entirely below location ``below``)."""
+    per = locations_per_part(cm["seasons"])
+    digests = ledger.part_digests(per)
+    have = {int(k): tuple(v["digest"]) for k, v in (state.get("parts") or {}).items()}
+    parts = set(digests) | set(have)
+    if below is not None:
+        parts = {p for p in parts if (p + 1) * per <= below}
+    return {p for p in parts if tuple(digests.get(p, (0, 0))) != have.get(p)}
+
+
+def finalize(root: str | Path, ledger: Ledger | None = None, *, write_items: bool = False,
+             force: bool = False) -> Finalized:
+    """Bring the index, the sub-catalogs and the collection of ``root`` up to date with its ledger."""
     root = Path(root)
     own = ledger is None
     if own:
-        ledger = Ledger(root / LEDGER, create=False)
+        ledger = Ledger(root / LEDGER)
     try:
-        meta, scale = ledger_meta(ledger)
-        collection = write_catalog(root, ledger_items(ledger, meta, scale), meta)
-        return collection, ledger.counts()
+        cm = catalog_meta(ledger)
+        meta = collection_meta(ledger, cm)
+        state = _state(root)
+        if state.get("layout") not in (None, cm["layout"]) or force:
+            state = {}
+        state["layout"] = cm["layout"]
+        stale = stale_parts(ledger, cm, state)
+        built = build_parts(root, ledger, cm, stale, write_items=write_items, state=state) if stale else 0
+        parts = sorted(int(k) for k in state.get("parts", {}))
+        summary = {"parts": {k: v["digest"] for k, v in state.get("parts", {}).items()}, "stats": meta.stats,
+                   "recipe": meta.recipe, "name": meta.name}
+        current = (not built and state.get("written") == summary and (root / INDEX).is_file()
+                   and (root / COLLECTION).is_file() and (root / CATALOG).is_file())
+        if current:
+            coll = json.loads((root / COLLECTION).read_text("utf-8"))
+            return Finalized(coll, ledger.counts(), 0, len(parts), False)
+        concat_indexes([_part_file(root, p) for p in parts], root / INDEX)
+        agg = Aggregate()
+        for p in parts:
+            agg.merge(Aggregate.from_dict(state["parts"][str(p)]["aggregate"]))
+        subs = [f"{p:04d}" for p in parts] if cm["layout"] == "per-patch" else []
+        coll = collection(meta, agg, subs)
+        write_json(root / COLLECTION, coll, indent=None)
+        write_json(root / CATALOG, root_catalog(meta.name), indent=None)
+        state["written"] = summary
+        write_json(root / PARTS / PARTS_STATE, state, indent=None)
+        return Finalized(coll, ledger.counts(), built, len(parts) - built, True)
     finally:
         if own:
             ledger.close()
 
 
-# -- imported catalogs: the item files ---------------------------------------------------------------
-
-
-def location_items(folder: Path) -> list[dict]:
-    """The item JSONs of one location folder, by season, as ``items.parquet`` indexes them (unknown
-    ``platform`` / ``eo:cloud_cover`` as nulls, so those columns always exist)."""
-    items = []
-    for p in folder.glob("*.json"):
-        try:
-            items.append(json.loads(p.read_text("utf-8")))
-        except (OSError, ValueError) as e:
-            raise CatalogError(f"cannot read {p}: {e}", hint="restore or remove the item, then rerun") from None
-    if not all(isinstance(i, dict) and isinstance(i.get("properties"), dict) and "seco:season" in i["properties"]
-               for i in items):
-        raise CatalogError(f"an item in {folder} is not a seco item (no seco:season)",
-                           hint="restore or remove the item, then rerun")
-    items.sort(key=lambda i: i["properties"]["seco:season"])
-    for item in items:
-        item["properties"].setdefault("platform", None)
-        item["properties"].setdefault("eo:cloud_cover", None)
-    return items
-
-
-def file_items(root: str | Path, locations: Iterable[int] | None = None, seasons: int | None = None) -> Iterator[dict]:
-    """Items from the JSON files of ``root``, by location then season: of the given ``locations``
-    (``seasons`` tells their folders), else of every location folder."""
+def rebuild(root: str | Path, *, locked: bool = False, force: bool = False) -> dict:
+    """Bring ``root`` up to date with its ledger, under the catalog's lock unless the caller holds it
+    (``locked``); rewrite every part with ``force``. Per-patch item JSONs of rebuilt parts are
+    rewritten too. Returns the collection."""
     root = Path(root)
-    if locations is None:
-        folders: Iterable[Path] = location_dirs(root)
-    else:
-        folders = (root / location_dir(loc, seasons) for loc in locations)
-    for folder in folders:
-        yield from location_items(folder)
-
-
-def collection_meta(root: str | Path) -> CollectionMeta:
-    """The metadata recorded in the collection of ``root`` (for rebuilding an imported catalog)."""
-    root = Path(root)
-    try:
-        coll = json.loads((root / COLLECTION).read_text("utf-8"))
-        return CollectionMeta(name=coll["id"], seasons=int(coll["seco:recipe"]["seasons"]["count"]),
-                              source=coll["seco:source"], recipe=coll["seco:recipe"], stats=coll["seco:stats"],
-                              providers=coll["providers"], license=coll["license"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CatalogError(f"cannot read the seco collection of {root}: {e}",
-                           hint="point at the --out folder of `seco-data sample` or `seco-data import`") from None
-
-
-# -- either -----------------------------------------------------------------------------------------
-
-
-def rebuild(root: str | Path, *, locked: bool = False) -> dict:
-    """Rewrite ``items.parquet``, the sub-catalogs and the collection of ``root`` from its record (the
-    ledger of a sampled catalog, else the item files), under the catalog's lock unless the caller
-    holds it (``locked``); return the collection."""
-    root = Path(root)
-    if not (root / LEDGER).is_file() and not (root / COLLECTION).is_file():
-        raise CatalogError(f"{root} is not a seco catalog (no {LEDGER} or {COLLECTION})",
+    if not (root / LEDGER).is_file():
+        raise CatalogError(f"{root} is not a seco catalog (no {LEDGER})",
                            hint="point at the --out folder of `seco-data sample` or `seco-data import`")
     if locked:
-        return _rebuild(root)
+        return finalize(root, write_items=True, force=force).collection
     with lock(root, what="writing to"):
-        return _rebuild(root)
+        return finalize(root, write_items=True, force=force).collection
 
 
-def _rebuild(root: Path) -> dict:
-    if (root / LEDGER).is_file():
-        return rebuild_from_ledger(root)[0]
-    meta = collection_meta(root)
-    return write_catalog(root, file_items(root), meta)
+__all__ = ["Finalized", "build_parts", "catalog_meta", "finalize", "item_specs", "location_items", "location_spec",
+           "rebuild", "stale_parts", "location_dir", "part_dir", "data_key", "PatchRow", "COLLECTION"]

@@ -1,5 +1,10 @@
-"""True-colour PNG quicklooks of patches: the picture and its PNG (``catalog thumbnails`` is in
+"""True-colour quicklooks of patches: the picture and its image file (``catalog thumbnails`` is in
 :mod:`seco_data.catalog.add_thumbnails`).
+
+Catalogs carry JPEG quicklooks at half resolution (:data:`SIDE`: 132 px for a 264 px patch), one
+per item in the per-patch layout, one strip of every season side by side per location in the compact
+layout: ~5 KB a season instead of ~110 KB for a native-size PNG. :func:`thumbnail_png` draws the
+same picture losslessly (PNG, native size), e.g. to check the stretch.
 
 The picture (fixed, so thumbnails compare across seasons, locations and catalogs):
 
@@ -19,8 +24,10 @@ The picture (fixed, so thumbnails compare across seasons, locations and catalogs
   last rows and columns that do not fill a block are dropped;
 * north up: rows and columns are flipped when the GeoTIFF's transform runs south-up or east-left.
 
-The PNG is an 8-bit RGB image without georeferencing, encoded by GDAL's PNG driver (rasterio, no
-new dependency), and its bytes depend on the pixels alone: same input, same file, same checksum.
+The image is 8-bit RGB without georeferencing, encoded by GDAL's JPEG (quality 90) or PNG driver
+(rasterio, no new dependency); its bytes depend on the pixels alone: same input, same file, same
+checksum. A compact GeoTIFF's bands are described ``s<season>:<band>`` (``s0:B04``): each season is
+drawn from its own bands.
 """
 
 from __future__ import annotations
@@ -42,8 +49,13 @@ GAMMA = 1.3
 #: down by an integer factor (a 512 px patch to 256 px)
 MAX_SIDE = 320
 #: PNG deflate level: on a 264 px simulator patch, level 3 encodes in ~8 ms and level 6 in ~32 ms for
-#: 7 % fewer bytes (9: no further gain); collection writes one per item, so speed wins
+#: 7 % fewer bytes (9: no further gain)
 ZLEVEL = 3
+#: catalog quicklooks: at most this many pixels a side per season (264 px patches: 132 px)
+SIDE = 132
+JPEG_QUALITY = 90
+#: image formats -> GDAL drivers
+FORMATS = {"jpeg": "JPEG", "png": "PNG"}
 
 
 # -- one picture -----------------------------------------------------------------------------------
@@ -77,31 +89,49 @@ def render(pixels: np.ndarray, bands: Sequence[str], scale: float, nodata: float
     return rgb
 
 
-def encode_png(image: np.ndarray) -> bytes:
-    """PNG bytes of ``image`` (bands, h, w) uint8 (1 to 4 bands), through GDAL's PNG driver."""
+def encode_image(image: np.ndarray, fmt: str = "jpeg") -> bytes:
+    """JPEG (quality :data:`JPEG_QUALITY`) or PNG bytes of ``image`` (bands, h, w) uint8 (1 to 4
+    bands), through GDAL's drivers."""
     import rasterio
     from rasterio.io import MemoryFile
 
     if image.dtype != np.uint8 or image.ndim != 3 or not 1 <= image.shape[0] <= 4:
         raise ValueError(f"expected uint8 (1-4, h, w), got {image.dtype} {image.shape}")
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown image format {fmt!r}: use one of {', '.join(FORMATS)}")
     n, h, w = image.shape
+    opts = {"zlevel": ZLEVEL} if fmt == "png" else {"quality": JPEG_QUALITY}
     # a pixel-grid transform (not the identity, which rasterio warns about) and no PAM sidecar: the
-    # PNG holds pixels only, and no global warning filter is touched (thread-safe)
+    # file holds pixels only, and no global warning filter is touched (thread-safe)
     with rasterio.Env(GDAL_PAM_ENABLED="NO"), MemoryFile() as mem:
-        with mem.open(driver="PNG", width=w, height=h, count=n, dtype="uint8", zlevel=ZLEVEL,
-                      transform=rasterio.Affine(1, 0, 0, 0, -1, h)) as dst:
+        with mem.open(driver=FORMATS[fmt], width=w, height=h, count=n, dtype="uint8",
+                      transform=rasterio.Affine(1, 0, 0, 0, -1, h), **opts) as dst:
             dst.write(image)
         return mem.read()
 
 
-def thumbnail_png(src: bytes | str | Path, *, scale: float, bands: Sequence[str] | None = None,
-                  max_side: int = MAX_SIDE) -> bytes:
-    """The PNG quicklook of one GeoTIFF (a path, or its bytes in memory).
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of ``image`` (bands, h, w) uint8."""
+    return encode_image(image, "png")
+
+
+def strip(pictures: Sequence[np.ndarray]) -> np.ndarray:
+    """Pictures (3, h, w) of the same height side by side, in order."""
+    return np.ascontiguousarray(np.concatenate(list(pictures), axis=2))
+
+
+def quicklook(seasons: Sequence[tuple[np.ndarray, Sequence[str]]], scale: float, nodata: float | None = 0,
+              *, max_side: int = SIDE, fmt: str = "jpeg") -> bytes:
+    """The quicklook file of a location's seasons ((pixels, band names) each, north up), side by side."""
+    return encode_image(strip([render(px, bands, scale, nodata, max_side=max_side) for px, bands in seasons]), fmt)
+
+
+def read_seasons(src: bytes | str | Path, bands: Sequence[str] | None = None) -> tuple[list, float | None]:
+    """The seasons of a GeoTIFF (a path, or its bytes) as ``[(pixels north up, band names)]`` and its
+    nodata value: one per ``s<season>:`` prefix of the band descriptions (compact layout), else one.
 
     Band names come from the file's band descriptions (seco writes them), else from ``bands`` (the
-    STAC asset's); ``scale`` is the asset's ``raster:scale``. An unreadable file raises
-    :class:`CatalogError` naming it.
-    """
+    STAC asset's). An unreadable file raises :class:`CatalogError` naming it."""
     import rasterio
     from rasterio.io import MemoryFile
 
@@ -123,4 +153,25 @@ def thumbnail_png(src: bytes | str | Path, *, scale: float, bands: Sequence[str]
         pixels = pixels[:, ::-1]
     if t.a < 0:
         pixels = pixels[:, :, ::-1]
-    return encode_png(render(pixels, names, scale, nodata, max_side=max_side))
+    seasons: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        prefix = name.split(":", 1)[0] if ":" in name and name.startswith("s") else ""
+        seasons.setdefault(prefix, []).append(i)
+    out = []
+    for prefix, rows in seasons.items():
+        out.append((pixels[rows], [names[i].split(":", 1)[-1] if prefix else names[i] for i in rows]))
+    return out, nodata
+
+
+def thumbnail(src: bytes | str | Path, *, scale: float, bands: Sequence[str] | None = None, max_side: int = SIDE,
+              fmt: str = "jpeg") -> bytes:
+    """The quicklook of one GeoTIFF (every season it holds, side by side); ``scale`` is the asset's
+    ``raster:scale``."""
+    seasons, nodata = read_seasons(src, bands)
+    return quicklook(seasons, scale, nodata, max_side=max_side, fmt=fmt)
+
+
+def thumbnail_png(src: bytes | str | Path, *, scale: float, bands: Sequence[str] | None = None,
+                  max_side: int = MAX_SIDE) -> bytes:
+    """The lossless PNG quicklook of one single-season GeoTIFF, native size unless over ``max_side``."""
+    return thumbnail(src, scale=scale, bands=bands, max_side=max_side, fmt="png")

@@ -1,25 +1,39 @@
 """Offline validation of a STAC catalog against the official STAC and extension JSON Schemas.
 
 Schemas are read from a local folder laid out as their URLs (``schemas.stacspec.org/v1.1.0/...``),
-never from the network: an unknown schema URL is an error, not a download.
+never from the network: an unknown schema URL is an error, not a download. Each schema file is read
+and parsed once per process.
+
+What is validated: every catalog and collection reachable from ``catalog.json``, and every item: the
+item JSON files of a per-patch catalog, the rows of ``items.parquet`` (its catalog of record) for a
+compact one. Items are validated in batches on worker processes; ``sample=N`` validates a seeded
+sample of N items for catalogs too large to check whole.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import urldefrag, urlsplit
 
-from ..errors import CatalogError
-from .layout import CATALOG
+from .. import jobs
+from ..errors import CatalogError, UsageError
+from .layout import CATALOG, INDEX
 
 CORE = {
     "Feature": "https://schemas.stacspec.org/v{v}/item-spec/json-schema/item.json",
     "Catalog": "https://schemas.stacspec.org/v{v}/catalog-spec/json-schema/catalog.json",
     "Collection": "https://schemas.stacspec.org/v{v}/collection-spec/json-schema/collection.json",
 }
+BATCH = 256
+
+
+@functools.lru_cache(maxsize=None)
+def _load(path: str) -> dict:
+    return json.loads(Path(path).read_text("utf-8"))
 
 
 class SchemaValidator:
@@ -34,12 +48,13 @@ class SchemaValidator:
                 hint="pass --schemas (a folder laid out as schema URLs) or set SECO_STAC_SCHEMAS",
             )
 
+        @functools.lru_cache(maxsize=None)
         def retrieve(uri: str):
             parts = urlsplit(urldefrag(uri)[0])
             path = self.root / parts.netloc / parts.path.lstrip("/")
             if not path.is_file():
                 raise LookupError(f"schema not stored locally: {uri}")
-            return Resource.from_contents(json.loads(path.read_text("utf-8")), default_specification=DRAFT7)
+            return Resource.from_contents(_load(str(path)), default_specification=DRAFT7)
 
         self._retrieve = retrieve
         self.registry = Registry(retrieve=retrieve)
@@ -70,10 +85,11 @@ class SchemaValidator:
                 yield f"{url.rsplit('/', 3)[-3] if 'extensions' in url else kind}: {where}: {err.message[:200]}"
 
 
-def walk(root_file: Path) -> Iterator[tuple[Path, dict]]:
-    """Every STAC object reachable from ``root_file`` through child and item links."""
+def walk(root_file: Path, *, items: bool = True) -> Iterator[tuple[Path, dict]]:
+    """Every STAC object reachable from ``root_file`` through child (and, with ``items``, item) links."""
     stack = [root_file.resolve()]
     seen = set()
+    follow = ("child", "item") if items else ("child",)
     while stack:
         path = stack.pop()
         if path in seen:
@@ -85,21 +101,89 @@ def walk(root_file: Path) -> Iterator[tuple[Path, dict]]:
             raise CatalogError(f"cannot read STAC file {path}: {e}") from None
         yield path, obj
         for link in obj.get("links", []):
-            if link.get("rel") in ("child", "item"):
+            if link.get("rel") in follow:
                 stack.append((path.parent / link["href"]).resolve())
 
 
-def validate_catalog(root: str | Path, schema_root: str | Path | None = None) -> tuple[int, list[str]]:
-    """Validate every object under ``root/catalog.json``; return (objects checked, error lines)."""
+def _check(batch: list) -> list[str]:
+    """Validate a batch of items (dicts, or paths of item JSON files) on a worker."""
+    v: SchemaValidator = jobs.context()
+    problems = []
+    for where, obj in batch:
+        if obj is None:
+            try:
+                obj = json.loads(Path(where).read_text("utf-8"))
+            except (OSError, ValueError) as e:
+                problems.append(f"{where}: cannot read: {e}")
+                continue
+        problems += [f"{where}: {e}" for e in v.errors(obj)]
+    return problems
+
+
+def _items(root: Path, sample: int | None, seed: int) -> Iterator[tuple[str, dict | None]]:
+    """(where, item dict or None to read from ``where``) of the items to validate."""
+    import numpy as np
+
+    from .index import IndexFile, items_of
+
+    index = IndexFile(root / INDEX)
+    compact = "seco:seasons" in index.names
+    n = index.num_rows
+    keep = None
+    if sample is not None and sample < n:
+        keep = set(np.random.default_rng(seed).choice(n, size=sample, replace=False).tolist())
+    row = 0
+    for g, size in enumerate(index.row_group_sizes()):
+        if keep is not None and not any(r in keep for r in range(row, row + size)):
+            row += size
+            continue
+        table = index.read_row_group(g)
+        for item in items_of(table):
+            if keep is None or row in keep:
+                if compact:
+                    yield f"{INDEX} row {row} ({item['id']})", item
+                else:
+                    href = next((link["href"] for link in item.get("links", []) if link.get("rel") == "self"), None)
+                    if href is None:
+                        yield f"{INDEX} row {row} ({item['id']})", item
+                    else:
+                        yield str((root / href).resolve()), None
+            row += 1
+
+
+def validate_catalog(root: str | Path, schema_root: str | Path | None = None, *, sample: int | None = None,
+                     workers: int | None = None, seed: int = 0) -> tuple[int, list[str]]:
+    """Validate the catalog in ``root`` (see the module docstring); return (objects checked, error lines)."""
     schema_root = schema_root or os.environ.get("SECO_STAC_SCHEMAS")
     if not schema_root:
         raise CatalogError("no schema folder given", hint="pass --schemas DIR or set SECO_STAC_SCHEMAS")
+    if sample is not None and sample < 1:
+        raise UsageError(f"--sample must be at least 1, got {sample}")
     v = SchemaValidator(schema_root)
-    root_file = Path(root) / CATALOG
+    root = Path(root)
+    root_file = root / CATALOG
     if not root_file.is_file():
-        raise CatalogError(f"no catalog.json in {root}", hint="point at the --out folder of seco-data sample")
+        raise CatalogError(f"no {CATALOG} in {root}", hint="point at the --out folder of seco-data sample")
     n, problems = 0, []
-    for path, obj in walk(root_file):
+    for path, obj in walk(root_file, items=False):
         n += 1
         problems += [f"{path}: {e}" for e in v.errors(obj)]
+    if not (root / INDEX).is_file():
+        return n, problems
+
+    def batches():
+        batch = []
+        for entry in _items(root, sample, seed):
+            batch.append(entry)
+            if len(batch) >= BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+    pool = jobs.Pool(jobs.cap_workers(workers, "process"), kind="process", setup=lambda: SchemaValidator(schema_root))
+    with pool:
+        for batch, found in jobs.run(pool, _check, ((b,) for b in batches()), ordered=True):
+            n += len(batch[0])
+            problems += found
     return n, problems

@@ -32,41 +32,42 @@ class VerifyReport:
                 "bytes": self.bytes, "ok": self.ok, "problems": self.problems}
 
 
-def verify_catalog(root: str | Path, *, workers: int = 2, progress: jobs.ProgressFn | None = None) -> VerifyReport:
-    """Check every asset of every item of the catalog in ``root`` against its size and checksum."""
+def verify_catalog(root: str | Path, *, workers: int | None = 2,
+                   progress: jobs.ProgressFn | None = None) -> VerifyReport:
+    """Check every file of every item of the catalog in ``root`` against its size and checksum."""
     index = CatalogIndex(root)
     report = VerifyReport("catalog", index.root)
     total = index.n_items
+    report.samples = total
 
-    def check(asset) -> list[str]:
-        rel = asset.path.relative_to(index.root) if asset.path.is_relative_to(index.root) else asset.path
-        if not asset.path.is_file():
+    def check(path: Path, size: int | None, sha256: str | None) -> list[str]:
+        rel = path.relative_to(index.root) if path.is_relative_to(index.root) else path
+        if not path.is_file():
             return [f"{rel}: missing"]
         out = []
-        size = asset.path.stat().st_size
-        if asset.size is not None and size != asset.size:
-            out.append(f"{rel}: size {size} != file:size {asset.size}")
-        if asset.sha256 and sha256_file(asset.path) != asset.sha256:
+        got = path.stat().st_size
+        if size is not None and got != size:
+            out.append(f"{rel}: size {got} != file:size {size}")
+        if sha256 and sha256_file(path) != sha256:
             out.append(f"{rel}: sha256 differs from file:checksum")
         return out
 
-    def assets():
-        for patch in index.patches():
-            report.samples += 1
-            for a in patch.assets:
-                report.bytes += a.size or 0
-                yield a
+    def files():
+        for path, size, sha in index.files():
+            report.bytes += size or 0
+            yield path, size, sha
+
+    def tell():
+        if progress:
+            progress(jobs.Progress(report.checked, None, "file", {"problems": len(report.problems)}))
 
     with jobs.Pool(jobs.cap_workers(workers, "thread"), kind="thread") as pool:  # hashing releases the GIL
-        for _, problems in jobs.run(pool, check, assets(), window=256, ordered=True):
+        for _, problems in jobs.run(pool, check, files(), window=256, ordered=True):
             report.problems.extend(problems)
             report.checked += 1
-            if progress and report.checked % 256 == 0:
-                progress(jobs.Progress(report.samples, total, "item", {"assets": report.checked,
-                                                                      "problems": len(report.problems)}))
-    if progress:
-        progress(jobs.Progress(report.samples, total, "item", {"assets": report.checked,
-                                                              "problems": len(report.problems)}))
-    if report.samples == 0:
+            if report.checked % 256 == 0:
+                tell()
+    tell()
+    if total == 0:
         raise CatalogError(f"{index.root} has no items", hint="is the collection finished? see `seco-data catalog info`")
     return report

@@ -1,29 +1,22 @@
-"""Writing the catalog tree, in linear time and bounded memory.
-
-Item JSONs are written as each location completes (:func:`write_location_items`; pystac's
-``normalize_hrefs`` + ``save`` is quadratic in items per parent). :func:`write_catalog` then writes,
-in one pass over the items (ordered by location, then season): ``items.parquet``, one sub-catalog
-per part as soon as the part is complete, the collection (extent and summaries accumulated on the
-way) and the root catalog. Every file is written atomically.
-"""
+"""The catalog's JSON documents: item files, sub-catalogs, the collection and the root catalog, and the
+extent and summaries accumulated over items (:class:`Aggregate`, kept per part of the index so that
+only what changed is read again). :mod:`.rebuild` decides what to write when."""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from .. import __version__
-from ..outputs import write_json, write_many
-from .index import INDEX, rebase, write_index
-from .layout import (CATALOG, COLLECTION, GEOJSON, JSON, STAC_VERSION, item_file, location_dir, locations_per_part,
-                     part_dir)
+from .layout import (CATALOG, COLLECTION, GEOJSON, INDEX, JSON, PARQUET, STAC_VERSION, item_file,
+                     locations_per_part)
 
 
 @dataclass(frozen=True)
 class CollectionMeta:
-    """What the collection says beyond its items: name, seasons, source, recipe, stats, providers, licence."""
+    """What the collection says beyond its items: name, seasons, layout, source, recipe, stats,
+    providers, licence."""
 
     name: str
     seasons: int
@@ -32,82 +25,34 @@ class CollectionMeta:
     stats: dict
     providers: list
     license: str
+    layout: str = "per-patch"
 
 
 def item_files(items: Iterable[dict]) -> dict[str, bytes]:
-    """File name -> bytes of item JSONs (compact, as every item file is written)."""
+    """File name -> bytes of item JSONs (compact JSON, as every item file is written)."""
     return {item_file(item["id"]): (json.dumps(item, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
             for item in items}
 
 
-def write_location_items(root: Path, location: int, seasons: int, items: Iterable[dict]) -> None:
-    """Write the item JSONs of one location into its folder (created if needed), atomically."""
-    folder = Path(root) / location_dir(location, seasons)
-    folder.mkdir(parents=True, exist_ok=True)
-    write_many(folder, item_files(items))
+def subcatalog(name: str, part: str, seasons: int, hrefs: list[str]) -> dict:
+    """The sub-catalog of a per-patch part folder, linking its items (``hrefs`` relative to it)."""
+    per = locations_per_part(seasons)
+    links = [
+        {"rel": "root", "href": f"../{CATALOG}", "type": JSON},
+        {"rel": "parent", "href": f"../{COLLECTION}", "type": JSON},
+    ]
+    links += [{"rel": "item", "href": h, "type": GEOJSON} for h in hrefs]
+    return {
+        "type": "Catalog",
+        "stac_version": STAC_VERSION,
+        "id": f"{name}-{part}",
+        "title": f"{name} items, part {part}",
+        "description": f"Items of locations {int(part) * per} to {(int(part) + 1) * per - 1} of {name}.",
+        "links": links,
+    }
 
 
-def write_catalog(root: str | Path, items: Iterable[dict], meta: CollectionMeta) -> dict:
-    """Write ``items.parquet``, the sub-catalogs, the collection and the root catalog of ``root`` from
-    ``items`` (item dicts as in their JSON files, ordered by location then season); return the collection."""
-    root = Path(root)
-    parts = _Parts(root, meta)
-    agg = _Aggregate()
-
-    def indexed() -> Iterator[dict]:
-        for item in items:
-            agg.add(item)
-            location = item["properties"]["seco:location"]
-            parts.add(location, item["id"])
-            yield rebase(item, location_dir(location, meta.seasons))
-
-    write_index(indexed(), root / INDEX)
-    parts.close()
-    collection = _collection(meta, agg, parts.written)
-    write_json(root / COLLECTION, collection, indent=None)
-    write_json(root / CATALOG, _root_catalog(meta.name), indent=None)
-    return collection
-
-
-class _Parts:
-    """Sub-catalogs, each written as soon as the items of its part have all been seen."""
-
-    def __init__(self, root: Path, meta: CollectionMeta):
-        self.root, self.meta = root, meta
-        self.current: str | None = None
-        self.hrefs: list[str] = []
-        self.written: list[str] = []
-
-    def add(self, location: int, item: str) -> None:
-        part = part_dir(location, self.meta.seasons)
-        if part != self.current:
-            self.close()
-            self.current = part
-        self.hrefs.append(f"./{location:07d}/{item_file(item)}")
-
-    def close(self) -> None:
-        if self.current is None:
-            return
-        part, per = self.current, locations_per_part(self.meta.seasons)
-        links = [
-            {"rel": "root", "href": f"../{CATALOG}", "type": JSON},
-            {"rel": "parent", "href": f"../{COLLECTION}", "type": JSON},
-        ]
-        links += [{"rel": "item", "href": h, "type": GEOJSON} for h in self.hrefs]
-        (self.root / part).mkdir(parents=True, exist_ok=True)
-        write_json(self.root / part / CATALOG, {
-            "type": "Catalog",
-            "stac_version": STAC_VERSION,
-            "id": f"{self.meta.name}-{part}",
-            "title": f"{self.meta.name} items, part {part}",
-            "description": f"Items of locations {int(part) * per} to {(int(part) + 1) * per - 1} of {self.meta.name}.",
-            "links": links,
-        }, indent=None)
-        self.written.append(part)
-        self.current, self.hrefs = None, []
-
-
-def _root_catalog(name: str) -> dict:
+def root_catalog(name: str) -> dict:
     return {
         "type": "Catalog",
         "stac_version": STAC_VERSION,
@@ -121,7 +66,8 @@ def _root_catalog(name: str) -> dict:
     }
 
 
-def _collection(meta: CollectionMeta, agg: "_Aggregate", parts: list[str]) -> dict:
+def collection(meta: CollectionMeta, agg: "Aggregate", parts: list[str]) -> dict:
+    """The collection; ``parts``: the per-patch sub-catalog folders it links to (none when compact)."""
     links = [
         {"rel": "root", "href": f"./{CATALOG}", "type": JSON},
         {"rel": "parent", "href": f"./{CATALOG}", "type": JSON},
@@ -150,7 +96,12 @@ def _collection(meta: CollectionMeta, agg: "_Aggregate", parts: list[str]) -> di
             "temporal": {"interval": [[agg.start, agg.end]]},
         },
         "summaries": agg.summaries(),
+        "assets": {
+            "items": {"href": f"./{INDEX}", "type": PARQUET, "roles": ["stac-items"],
+                      "title": "Every item of the collection (stac-geoparquet)"},
+        },
         "links": links,
+        "seco:layout": meta.layout,
         "seco:recipe": meta.recipe,
         "seco:seed": meta.recipe.get("seed"),
         "seco:software": {"name": "seco", "version": __version__},
@@ -159,8 +110,10 @@ def _collection(meta: CollectionMeta, agg: "_Aggregate", parts: list[str]) -> di
     }
 
 
-class _Aggregate:
-    """Extent and summaries accumulated in one pass over the items."""
+class Aggregate:
+    """Extent and summaries accumulated in one pass over items; parts merge; saved as a dict."""
+
+    KEYS = ("eo:cloud_cover", "seco:cloud_fraction", "seco:valid_fraction")
 
     def __init__(self):
         self.count = 0
@@ -173,23 +126,44 @@ class _Aggregate:
 
     def add(self, item: dict) -> None:
         self.count += 1
-        b = item["bbox"]
-        self.bbox = b[:] if self.bbox is None else [
-            min(self.bbox[0], b[0]), min(self.bbox[1], b[1]), max(self.bbox[2], b[2]), max(self.bbox[3], b[3])
-        ]
         p = item["properties"]
-        t = p["datetime"]
-        self.start = t if self.start is None or t < self.start else self.start
-        self.end = t if self.end is None or t > self.end else self.end
-        if p.get("platform") is not None:  # unknown values (None or absent, e.g. imported items) are skipped
-            self.platforms.add(p["platform"])
-        self.codes.add(p["proj:code"])
-        for k in ("eo:cloud_cover", "seco:cloud_fraction", "seco:valid_fraction"):
-            v = p.get(k)
-            if v is None:
-                continue
-            r = self.ranges.setdefault(k, [v, v])
-            r[0], r[1] = min(r[0], v), max(r[1], v)
+        t0 = p.get("datetime") or p.get("start_datetime")
+        t1 = p.get("datetime") or p.get("end_datetime")
+        for s in p.get("seco:seasons") or ():
+            if s.get("platform") is not None:
+                self.platforms.add(s["platform"])
+        self._merge(item["bbox"], t0, t1, {p["platform"]} if p.get("platform") is not None else set(),
+                    {p["proj:code"]}, {k: [p[k], p[k]] for k in self.KEYS if p.get(k) is not None})
+
+    def _merge(self, b, t0, t1, platforms, codes, ranges) -> None:
+        if b is not None:
+            self.bbox = list(b) if self.bbox is None else [
+                min(self.bbox[0], b[0]), min(self.bbox[1], b[1]), max(self.bbox[2], b[2]), max(self.bbox[3], b[3])]
+        if t0 is not None and (self.start is None or t0 < self.start):
+            self.start = t0
+        if t1 is not None and (self.end is None or t1 > self.end):
+            self.end = t1
+        self.platforms |= set(platforms)
+        self.codes |= set(codes)
+        for k, (lo, hi) in ranges.items():
+            r = self.ranges.setdefault(k, [lo, hi])
+            r[0], r[1] = min(r[0], lo), max(r[1], hi)
+
+    def merge(self, other: "Aggregate") -> None:
+        self.count += other.count
+        self._merge(other.bbox, other.start, other.end, other.platforms, other.codes, other.ranges)
+
+    def to_dict(self) -> dict:
+        return {"count": self.count, "bbox": self.bbox, "start": self.start, "end": self.end,
+                "platforms": sorted(self.platforms), "codes": sorted(self.codes), "ranges": self.ranges}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Aggregate":
+        a = cls()
+        a.count = int(d.get("count", 0))
+        a._merge(d.get("bbox"), d.get("start"), d.get("end"), d.get("platforms", ()), d.get("codes", ()),
+                 {k: list(v) for k, v in (d.get("ranges") or {}).items()})
+        return a
 
     def summaries(self) -> dict:
         s = {
@@ -201,6 +175,3 @@ class _Aggregate:
         for k, (lo, hi) in sorted(self.ranges.items()):
             s[k] = {"minimum": lo, "maximum": hi}
         return s
-
-
-__all__ = ["CollectionMeta", "write_catalog", "write_location_items", "__version__"]

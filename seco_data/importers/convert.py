@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ..bands import group_by_resolution
-from ..catalog.item import ItemSpec, RasterFile, build_item
-from ..catalog.layout import asset_name, item_id, location_dir
+from ..catalog.layout import asset_name, data_key, files_dir, item_id, location_id, thumbnail_name
+from ..catalog.ledger import LocationRow, PatchRow, thumbnail_entry
+from ..catalog.rebuild import location_items
+from ..catalog.thumbnails import quicklook
+from ..catalog.writer import item_files
 from ..errors import OutputError, disk_full, is_disk_full
 from ..geotiff import encode_raster
-from ..catalog.writer import item_files
-from ..outputs import fsync_dir, write_many
-from .layouts import Layout, Scene, Skip, scene_of
+from ..outputs import write_many
+from .layouts import Layout, Skip, scene_of
 
 PATCH_M = 2640
-#: where a location is assembled before its rename into place (under OUT)
-TMP = ".import-tmp"
 
 
 def _read_band(path: Path, size: int, dtype: str) -> tuple[np.ndarray, object]:
@@ -52,89 +51,113 @@ def valid_fraction(groups: dict[int, np.ndarray]) -> float:
     return float(mask.mean())
 
 
-def convert_location(layout: Layout, location: int, folder: str, out: Path) -> int:
-    """Convert one source location into ``OUT/<shard>/<loc:07d>`` (through a temporary folder renamed
-    into place); return its item count. Raises ``Skip`` for a location that cannot be imported."""
+def convert_location(layout: Layout, location: int, folder: str, out: Path, catalog_layout: str,
+                     thumbnails: bool) -> tuple[list[dict], list[dict], tuple[float, float]]:
+    """Convert one source location into OUT (its files written together, atomically and durably);
+    return its ledger rows: the seasons, the files (compact) and the location's lon/lat centre.
+    Raises ``Skip`` for a location that cannot be imported."""
     src = layout.root / folder
     scenes = sorted((scene_of(Path(e.path)) for e in os.scandir(src) if e.is_dir()),
                     key=lambda s: (s.datetime, s.scene_id))
     if len(scenes) != layout.seasons:
         raise Skip("wrong_scene_count", f"{folder}: {len(scenes)} scene folders, expected {layout.seasons}")
     groups = group_by_resolution(layout.bands)
-    encoded = []
-    for season, scene in enumerate(scenes):
+    read = []
+    for scene in scenes:
         arrays, geo = {}, {}
         for res, bands in groups.items():
-            read = []
+            got = []
             for b in bands:
                 if b not in scene.files:
                     raise Skip("missing_band", f"{folder}/{scene.folder.name}/{_src_name(b)}.tif")
-                read.append(_read_band(scene.files[b], PATCH_M // res, layout.dtype))
-            t0 = read[0][1]
-            if any(not t.almost_equals(t0, precision=1e-12) for _, t in read):
+                got.append(_read_band(scene.files[b], PATCH_M // res, layout.dtype))
+            t0 = got[0][1]
+            if any(not t.almost_equals(t0, precision=1e-12) for _, t in got):
                 raise Skip("bad_georeference", f"{folder}/{scene.folder.name}: the {res} m bands differ in transform")
-            arrays[res], geo[res] = np.stack([a for a, _ in read]), t0
-        tags = {"SCENE_ID": scene.scene_id, "DATETIME": scene.datetime.isoformat(),
-                "SOURCE": f"{layout.layout}:{folder}/{scene.folder.name}"}
-        files = [(res, encode_raster(arrays[res], "EPSG:4326", geo[res], res, groups[res], nodata=layout.nodata,
-                                     tags=tags)) for res in groups]
-        encoded.append((scene, files, {res: geo[res] for res in groups}, valid_fraction(arrays)))
-    return _write_location(layout, location, folder, out, encoded)
+            arrays[res], geo[res] = np.stack([a for a, _ in got]), t0
+        read.append((scene, arrays, geo))
+    try:
+        return _write(layout, location, folder, out, read, groups, catalog_layout, thumbnails)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(out, e) from None
+        raise OutputError(f"cannot write location {location} into {out}: {e.strerror or e}",
+                          hint="fix the folder's permissions, then rerun to resume") from None
 
 
 def _src_name(band: str) -> str:
     return band if band in ("B10", "B11", "B12", "B8A") else f"B{int(band[1:])}"
 
 
-def _write_location(layout: Layout, location: int, folder: str, out: Path, encoded: list) -> int:
-    final = out / location_dir(location, layout.seasons)
-    tmp = out / TMP / f"{location:07d}"
-    try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        written: dict[str, bytes] = {}
-        items = []
-        for season, (scene, files, geo, valid) in enumerate(encoded):
-            iid = item_id(layout.name, location, season)
-            for res, e in files:
-                written[asset_name(iid, res)] = e.data
-            items.append(build_item(item_spec(layout, location, folder, season, scene, files, geo, valid)))
-        written.update(item_files(items))
-        write_many(tmp, written)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.rename(tmp, final)
-        fsync_dir(final.parent)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if is_disk_full(e):
-            raise disk_full(final, e) from None
-        raise OutputError(f"cannot write location {location} into {out}: {e.strerror or e}",
-                          hint="fix the folder's permissions, then rerun to resume") from None
-    return len(encoded)
-
-
-def _bounds(t, h: int, w: int) -> tuple[float, float, float, float]:
+def _georef(t, res: int) -> dict:
+    h = w = PATCH_M // res
     xs, ys = (t.c, t.c + t.a * w), (t.f, t.f + t.e * h)
-    return (min(xs), min(ys), max(xs), max(ys))
+    return {"crs": "EPSG:4326", "shape": [h, w], "transform": [t.a, t.b, t.c, t.d, t.e, t.f],
+            "bbox": [min(xs), min(ys), max(xs), max(ys)]}
 
 
-def item_spec(layout: Layout, location: int, folder: str, season: int, scene: Scene, files, geo,
-              valid: float) -> ItemSpec:
-    """The item of one imported scene: unknown platform and scene cloud are left out,
-    ``seco:cloud_fraction`` is null, and the item says where it came from."""
-    iid = item_id(layout.name, location, season)
-    rasters = []
-    for res, e in files:
-        t = geo[res]
-        h = w = PATCH_M // res
-        rasters.append(RasterFile(href=asset_name(iid, res), resolution=res, bands=tuple(e.bands), sha256=e.sha256,
-                                  size=e.size, crs="EPSG:4326", shape=(h, w), transform=(t.a, t.b, t.c, t.d, t.e, t.f),
-                                  bbox=_bounds(t, h, w), dtype=layout.dtype, nodata=layout.nodata, scale=layout.scale))
-    w, s, e, n = rasters[0].bbox
-    source = {"name": layout.source, "product": layout.product, "synthetic": False}
-    return ItemSpec(
-        collection=layout.name, item_id=iid, location=location, season=season, datetime=scene.datetime,
-        ring=[(w, s), (e, s), (e, n), (w, n), (w, s)], crs="EPSG:4326", rasters=tuple(rasters), source=source,
-        scene_id=scene.scene_id, valid_fraction=valid, point=((w + e) / 2, (s + n) / 2),
-        platform=scene.platform, scene_cloud=scene.cloud, cloud_fraction=None,
-        extra={"seco:imported_from": layout.layout, "seco:source_folder": f"{folder}/{scene.folder.name}"})
+def _write(layout: Layout, location: int, folder: str, out: Path, read: list, groups: dict, catalog_layout: str,
+           thumbnails: bool) -> tuple[list[dict], list[dict], tuple[float, float]]:
+    seasons = layout.seasons
+    where = out / files_dir(location, seasons, catalog_layout)
+    where.mkdir(parents=True, exist_ok=True)
+    finest = min(groups)
+    files: dict[str, bytes] = {}
+    rows, entries = [], []
+    for season, (scene, arrays, geo) in enumerate(read):
+        extra = {"seco:source_folder": f"{folder}/{scene.folder.name}"}
+        if catalog_layout == "compact" and season and any(
+                not geo[res].almost_equals(read[0][2][res], precision=1e-12) for res in groups):
+            extra["seco:transform"] = list(geo[finest])[:6]  # the compact file keeps the first season's
+        rows.append({"season": season, "item_id": item_id(layout.name, location, season), "scene_id": scene.scene_id,
+                     "datetime": scene.datetime.isoformat(), "platform": scene.platform, "scene_cloud": scene.cloud,
+                     "cloud_fraction": None, "valid_fraction": valid_fraction(arrays), "window_start": None,
+                     "window_end": None, "assets": [], "extra": extra})
+    if catalog_layout == "compact":
+        lid = location_id(layout.name, location)
+        for res, bands in groups.items():
+            stack = np.concatenate([arrays[res] for _, arrays, _ in read])
+            names = tuple(f"s{s}:{b}" for s in range(seasons) for b in bands)
+            e = encode_raster(stack, "EPSG:4326", read[0][2][res], res, names, nodata=layout.nodata,
+                              tags={"SOURCE": f"{layout.layout}:{folder}"})
+            name = asset_name(lid, res)
+            files[name] = e.data
+            entries.append({"key": data_key(res), "href": name, "sha256": e.sha256, "size": e.size,
+                            **_georef(read[0][2][res], res)})
+        if thumbnails:
+            data = quicklook([(arrays[finest], groups[finest]) for _, arrays, _ in read], layout.scale, layout.nodata)
+            files[thumbnail_name(lid)] = data
+            entries.append(thumbnail_entry(thumbnail_name(lid), data))
+    else:
+        for season, (scene, arrays, geo) in enumerate(read):
+            iid = item_id(layout.name, location, season)
+            tags = {"SCENE_ID": scene.scene_id, "DATETIME": scene.datetime.isoformat(),
+                    "SOURCE": f"{layout.layout}:{folder}/{scene.folder.name}"}
+            for res, bands in groups.items():
+                e = encode_raster(arrays[res], "EPSG:4326", geo[res], res, bands, nodata=layout.nodata, tags=tags)
+                files[asset_name(iid, res)] = e.data
+                rows[season]["assets"].append({"resolution": res, "href": asset_name(iid, res), "bands": list(bands),
+                                               "sha256": e.sha256, "size": e.size, **_georef(geo[res], res)})
+            if thumbnails:
+                data = quicklook([(arrays[finest], groups[finest])], layout.scale, layout.nodata)
+                files[thumbnail_name(iid)] = data
+                rows[season]["assets"].append(thumbnail_entry(thumbnail_name(iid), data))
+    w, s, e, n = _georef(read[0][2][finest], finest)["bbox"]
+    centre = ((w + e) / 2, (s + n) / 2)
+    if catalog_layout == "per-patch":  # item JSONs beside their files, written with them
+        row = LocationRow(location, centre[0], centre[1], folder, None, [],
+                          tuple(PatchRow(location=location, **r) for r in rows))
+        files.update(item_files(location_items(row, describe(layout, catalog_layout))))
+    write_many(where, files)
+    return rows, entries, centre
+
+
+def describe(layout: Layout, catalog_layout: str) -> dict:
+    """What the ledger records about an imported catalog (``catalog`` meta key)."""
+    return {
+        "name": layout.name, "seasons": layout.seasons, "layout": catalog_layout,
+        "band_groups": {str(k): list(v) for k, v in group_by_resolution(layout.bands).items()},
+        "dtype": layout.dtype, "nodata": layout.nodata, "scale": layout.scale,
+        "source": {"name": layout.source, "product": layout.product, "synthetic": False, "imported_from": layout.layout},
+        "origins": False, "item_extra": {"seco:imported_from": layout.layout},
+    }

@@ -1,21 +1,29 @@
-"""``import_dataset``: a released layout into OUT, in parallel, resumably; the catalog at the end."""
+"""``import_dataset``: a released layout into OUT, in parallel, resumably; the catalog at the end.
+
+The import keeps a ledger like ``sample``: every selected location folder is a candidate (its number
+the location's), recorded ``pending`` before a worker converts it, then ``accepted`` with its seasons
+and files, or ``rejected`` with the reason it was skipped. A rerun resumes: accepted locations are
+kept, pending ones (interrupted) and skipped ones (their files may have been fixed since) redone,
+and locations no longer selected (a smaller ``--limit``, gone from SRC) removed.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import logging
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .. import jobs
-from ..catalog.layout import is_part_name
-from ..catalog.rebuild import file_items
-from ..catalog.writer import CollectionMeta, write_catalog
+from ..catalog.layout import LAYOUTS, LEDGER, remove_location
+from ..catalog.ledger import Ledger
+from ..catalog.rebuild import finalize
 from ..errors import IncompleteError, UsageError
 from ..outputs import claim_output
-from .convert import TMP, convert_location
+from .convert import convert_location, describe
 from .layouts import Layout, Skip, find_layout, list_locations
 
 log = logging.getLogger(__name__)
@@ -62,20 +70,10 @@ class ImportReport:
         }
 
 
-def identity(layout: Layout) -> dict:
+def identity(layout: Layout, catalog_layout: str) -> dict:
     """What makes two imports the same output (``--limit``, like ``--n``, only changes its size)."""
-    return {"kind": layout.kind, "src": str(layout.root.resolve()), "product": layout.product, "name": layout.name}
-
-
-def _finished(out: Path) -> dict[int, Path]:
-    """Location folders already in OUT (each was renamed into place complete)."""
-    found = {}
-    for part in out.iterdir():
-        if part.is_dir() and is_part_name(part.name):
-            for loc in part.iterdir():
-                if loc.is_dir() and loc.name.isdigit():
-                    found[int(loc.name)] = loc
-    return found
+    return {"kind": layout.kind, "src": str(layout.root.resolve()), "product": layout.product, "name": layout.name,
+            "layout": catalog_layout}
 
 
 def import_dataset(
@@ -84,77 +82,91 @@ def import_dataset(
     out: str | Path,
     *,
     product: str | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     overwrite: bool = False,
     progress: jobs.ProgressFn | None = None,
     limit: int | None = None,
+    layout: str = "compact",
+    thumbnails: bool = True,
 ) -> ImportReport:
     """Import the released ``kind`` layout (``seco`` or ``ssl4eo``) at ``src`` as a catalog in ``out``.
 
     ``product`` (ssl4eo: ``s2c`` L1C or ``s2a`` L2A) defaults to the SRC folder's name, else ``s2c``.
-    ``limit`` keeps the first N locations (by number). Locations already in ``out`` are kept (resume);
-    unusable ones are skipped and counted by reason. Raises :class:`IncompleteError` when none is usable.
+    ``limit`` keeps the first N locations (by number); ``layout`` is the catalog's (``compact`` or
+    ``per-patch``). Locations already in ``out`` are kept (resume); unusable ones are skipped and
+    counted by reason. Raises :class:`IncompleteError` when none is usable.
     """
     jobs.check_workers(workers)
     if limit is not None and limit < 1:
         raise UsageError(f"--limit must be at least 1, got {limit}")
+    if layout not in LAYOUTS:
+        raise UsageError(f"unknown catalog layout {layout!r}", hint=f"use one of {', '.join(LAYOUTS)}")
     t0 = time.perf_counter()
-    layout = find_layout(kind, src, product)
+    source = find_layout(kind, src, product)
     out = Path(out).expanduser()
-    if out.resolve() == layout.root.resolve() or layout.root.resolve() in out.resolve().parents:
-        raise UsageError(f"--out {out} lies inside the source {layout.root}", hint="write the catalog elsewhere")
-    with claim_output(out, kind="import", identity=identity(layout), overwrite=overwrite,
-                      ignore=lambda name: name == TMP):
-        shutil.rmtree(out / TMP, ignore_errors=True)  # partial locations of an interrupted run
-        selected = list_locations(layout.root)[:limit]
-        wanted = {loc for loc, _ in selected}
-        finished = _finished(out)
-        removed = 0
-        for loc, path in sorted(finished.items()):
-            if loc not in wanted:  # no longer selected (smaller --limit, or gone from SRC)
-                shutil.rmtree(path)
-                removed += 1
-        for part in out.iterdir():
-            if part.is_dir() and is_part_name(part.name) and not any(p.is_dir() for p in part.iterdir()):
-                shutil.rmtree(part)
-        done = {loc for loc in finished if loc in wanted}
-        skips: list[SkippedLocation] = []
-        seen: set[int] = set()
-        todo = []
-        for loc, name in selected:
-            if loc in seen:
-                skips.append(SkippedLocation(name, "duplicate_location", f"{name}: location {loc} appears twice"))
-            elif loc not in done:
-                todo.append((loc, name))
-            seen.add(loc)
-        imported = _run(layout, out, todo, workers, progress, len(selected), len(done), skips)
-        shutil.rmtree(out / TMP, ignore_errors=True)  # after an interruption a rerun removes it (under the lock)
-        locations = sorted(done) + sorted(imported)
-        reasons = dict(sorted(Counter(s.reason for s in skips).items()))
-        if not locations:
-            raise IncompleteError(
-                f"none of the {len(selected)} locations under {layout.root} could be imported ("
-                + (", ".join(f"{k} {v}" for k, v in reasons.items()) or "no location folders") + ")",
-                hint="check that the download is complete (run with -v for each location's problem)")
-        _finalize(out, layout, locations, len(selected), reasons, limit)
-    skips.sort(key=lambda s: (int(s.folder), s.folder))
-    return ImportReport(out, layout.root, kind, layout.name, layout.product, len(selected), len(imported), len(done),
-                        removed, len(locations) * layout.seasons, reasons, tuple(skips), time.perf_counter() - t0)
+    if out.resolve() == source.root.resolve() or source.root.resolve() in out.resolve().parents:
+        raise UsageError(f"--out {out} lies inside the source {source.root}", hint="write the catalog elsewhere")
+    with claim_output(out, kind="import", identity=identity(source, layout), overwrite=overwrite):
+        selected = list_locations(source.root)[:limit]
+        ledger = Ledger(out / LEDGER, create=not (out / LEDGER).exists())
+        try:
+            return _import(source, out, ledger, selected, layout, thumbnails, workers, progress, limit, t0)
+        finally:
+            ledger.close()
 
 
-def _convert(layout: Layout, location: int, folder: str, out: Path) -> tuple[str, str] | None:
-    """:func:`convert_location` in a worker: None when imported, else (reason, detail)."""
+def _import(source, out, ledger, selected, layout, thumbnails, workers, progress, limit, t0) -> ImportReport:
+    cm = describe(source, layout)
+    db = ledger.db
+    known = dict(db.execute("SELECT idx, status FROM candidates").fetchall())
+    wanted: dict[int, str] = {}
+    skips: list[SkippedLocation] = []
+    for loc, name in selected:
+        if loc in wanted:
+            skips.append(SkippedLocation(name, "duplicate_location", f"{name}: location {loc} appears twice"))
+        else:
+            wanted[loc] = name
+    removed = 0
+    with ledger:
+        for loc, status in known.items():
+            if loc not in wanted or status != "accepted":  # no longer selected, interrupted, or skipped before
+                remove_location(out, source.name, loc, source.seasons, layout)
+                db.execute("DELETE FROM patches WHERE location = ?", (loc,))
+                db.execute("DELETE FROM candidates WHERE idx = ?", (loc,))
+                removed += loc not in wanted and status == "accepted"
+        done = {loc for loc, status in known.items() if status == "accepted" and loc in wanted}
+        todo = [(loc, name) for loc, name in wanted.items() if loc not in done]
+        ledger.add_candidates([(loc, 0.0, 0.0, name, None, "pending", None) for loc, name in todo])
+        if ledger.get("created") is None:
+            ledger.set("created", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
+        ledger.set("catalog", json.dumps({**cm, **_collection_text(source, layout, len(selected), limit)}))
+    imported = _run(source, out, ledger, todo, layout, thumbnails, workers, progress, len(selected), len(done), skips)
+    locations = len(done) + len(imported)
+    reasons = dict(sorted(Counter(s.reason for s in skips).items()))
+    if not locations:
+        raise IncompleteError(
+            f"none of the {len(selected)} locations under {source.root} could be imported ("
+            + (", ".join(f"{k} {v}" for k, v in reasons.items()) or "no location folders") + ")",
+            hint="check that the download is complete (run with -v for each location's problem)")
+    finalize(out, ledger)
+    skips.sort(key=lambda s: (int(s.folder), s.folder) if s.folder.isdigit() else (1 << 62, s.folder))
+    return ImportReport(out, source.root, source.kind, source.name, source.product, len(selected), len(imported),
+                        len(done), removed, locations * source.seasons, reasons, tuple(skips),
+                        time.perf_counter() - t0)
+
+
+def _convert(source: Layout, location: int, folder: str, out: Path, layout: str, thumbnails: bool):
+    """:func:`convert_location` in a worker: ``(seasons, files, centre)``, or ``(reason, detail)`` if skipped."""
     import rasterio
 
     try:
         with rasterio.Env():  # one GDAL environment for the location's ~60 files
-            convert_location(layout, location, folder, out)
+            return convert_location(source, location, folder, out, layout, thumbnails)
     except Skip as e:
         return e.reason, e.detail
-    return None
 
 
-def _run(layout, out, todo, workers, progress, total, resumed, skips) -> list[int]:
+def _run(source, out, ledger, todo, layout, thumbnails, workers, progress, total, resumed, skips) -> list[int]:
     """Convert ``todo`` locations in this process or in worker processes; return those imported.
 
     Workers share the run's lock on OUT, so a rerun cannot clean up while one still writes.
@@ -167,17 +179,25 @@ def _run(layout, out, todo, workers, progress, total, resumed, skips) -> list[in
                                    {"imported": len(imported), "resumed": resumed, "skipped": len(skips)}))
 
     tell()
+    tasks = ((source, loc, name, out, layout, thumbnails) for loc, name in todo)
     with jobs.Pool(jobs.cap_workers(workers, "process", max(1, len(todo))), kind="process") as pool:
-        for (_, loc, name, _), result in jobs.run(pool, _convert, ((layout, loc, name, out) for loc, name in todo)):
-            if result is None:
-                imported.append(loc)
-            else:
-                log.info("skipping location %s: %s: %s", name, *result)
-                skips.append(SkippedLocation(name, *result))
+        for (_, loc, name, *_), result in jobs.run(pool, _convert, tasks):
+            with ledger:
+                if len(result) == 3:
+                    rows, files, (lon, lat) = result
+                    ledger.db.execute("UPDATE candidates SET lon = ?, lat = ? WHERE idx = ?", (lon, lat, loc))
+                    ledger.accept(loc, rows, files)
+                    imported.append(loc)
+                else:
+                    ledger.reject(loc, *result)
+                    log.info("skipping location %s: %s: %s", name, *result)
+                    skips.append(SkippedLocation(name, *result))
             tell()
     return imported
 
-def _finalize(out: Path, layout: Layout, locations: list[int], found: int, reasons: dict, limit: int | None) -> dict:
+
+def _collection_text(layout: Layout, catalog_layout: str, found: int, limit: int | None) -> dict:
+    """The imported collection's description, providers, licence and recipe-like record."""
     if layout.kind == "seco":
         title = {"seco-100k": "SeCo-100K", "seco-1m": "SeCo-1M"}.get(layout.name, "SeCo")
         what = (f"{title} (Mañas et al., Seasonal Contrast, ICCV 2021): Sentinel-2 L2A patches, 12 bands, uint8 "
@@ -196,13 +216,7 @@ def _finalize(out: Path, layout: Layout, locations: list[int], found: int, reaso
                    f"from the released folder layout at {layout.root.resolve()}: pixels unchanged, re-encoded "
                    "losslessly, lon/lat georeferencing (EPSG:4326) of the source files.")
     recipe = {"name": layout.name, "description": description, "product": layout.product,
-              "bands": list(layout.bands), "seasons": {"count": layout.seasons},
-              "import": {**identity(layout), "layout": layout.layout, "limit": limit}}
-    stats = {"requested": found, "locations": len(locations), "items": len(locations) * layout.seasons,
-             "candidates": found, "rejections": reasons, "skipped_scenes": {}}
-    source = {"name": layout.source, "product": layout.product, "synthetic": False, "imported_from": layout.layout}
-    providers = [COPERNICUS, authors, {"name": "seco", "roles": ["processor"],
-                                       "description": "Re-encoded losslessly and catalogued by seco-data import."}]
-    meta = CollectionMeta(name=layout.name, seasons=layout.seasons, source=source, recipe=recipe, stats=stats,
-                          providers=providers, license=license)
-    return write_catalog(out, file_items(out, locations, layout.seasons), meta)
+              "bands": list(layout.bands), "seasons": {"count": layout.seasons}, "layout": catalog_layout,
+              "import": {**identity(layout, catalog_layout), "layout": layout.layout, "limit": limit}}
+    providers = [COPERNICUS, authors]  # seco's own entry is added by the collection
+    return {"recipe": recipe, "providers": providers, "license": license, "requested": found}

@@ -193,7 +193,7 @@ def make_sampler(spec, seed: int) -> Sampler:
 
 
 class FootprintIndex:
-    """Accepted patch footprints; answers whether a new one would intersect any of them.
+    """Patch footprints by candidate number; answers which of them a new one would intersect.
 
     An R-tree over lon/lat bounding boxes finds neighbours; the exact test is done in metres: two
     patches on the same UTM grid intersect iff their squares overlap; across zones the footprints
@@ -206,7 +206,7 @@ class FootprintIndex:
         props = index.Property()
         props.dimension = 2
         self._tree = index.Index(properties=props, interleaved=True)
-        self._grids: list[PatchGrid] = []
+        self._grids: dict[int, PatchGrid] = {}
 
     def __len__(self) -> int:
         return len(self._grids)
@@ -221,18 +221,30 @@ class FootprintIndex:
             return [(min(east), miny, 180.0, maxy), (-180.0, miny, max(west), maxy)]
         return [(minx, miny, maxx, maxy)]
 
-    def intersects(self, grid: PatchGrid) -> bool:
+    def overlapping(self, grid: PatchGrid) -> list[int]:
+        """The numbers of the footprints ``grid`` intersects."""
+        hits = set()
         for box in self._boxes(grid):
             for j in self._tree.intersection(box):
-                if _overlap(grid, self._grids[j]):
-                    return True
-        return False
+                if j not in hits and _overlap(grid, self._grids[j]):
+                    hits.add(j)
+        return sorted(hits)
 
-    def add(self, grid: PatchGrid) -> None:
-        j = len(self._grids)
-        self._grids.append(grid)
+    def intersects(self, grid: PatchGrid) -> bool:
+        return bool(self.overlapping(grid))
+
+    def add(self, grid: PatchGrid, key: int | None = None) -> int:
+        key = len(self._grids) if key is None else key
+        self._grids[key] = grid
         for box in self._boxes(grid):
-            self._tree.insert(j, box)
+            self._tree.insert(key, box)
+        return key
+
+    def remove(self, key: int) -> None:
+        grid = self._grids.pop(key, None)
+        if grid is not None:
+            for box in self._boxes(grid):
+                self._tree.delete(key, box)
 
 
 def _overlap(a: PatchGrid, b: PatchGrid) -> bool:
@@ -254,17 +266,36 @@ def _overlap(a: PatchGrid, b: PatchGrid) -> bool:
 class Verdict:
     candidate: Candidate
     grid: PatchGrid | None
-    #: None when accepted, else the rejection reason
+    #: None when the candidate passes, else the rejection reason
     reason: str | None
+    #: it passes, but overlaps earlier candidates still pending: it waits for them (:meth:`Screen.resolve`)
+    deferred: bool = False
 
 
 class Screen:
-    """Screens candidates in index order: coverage, land, then footprint intersection."""
+    """Screens candidates in index order: coverage, land, then footprints.
+
+    A footprint holds its ground while its location is accepted or still pending; a location
+    rejected later (no scene, clouds, coverage, source errors) releases it, so that rejections for
+    imagery do not choke dense sampling. Screening is therefore exact and order-independent: a
+    candidate overlapping an accepted earlier one is rejected (``overlap``); one overlapping only
+    earlier pending ones is *deferred* (its footprint already blocks later candidates) until those
+    are resolved, then rejected if one of them was accepted, else released to be collected. The
+    outcome is the one of collecting the candidates strictly one after the other, whatever the
+    number of workers and the order results come back in.
+    """
 
     def __init__(self, spec, size_m: int):
         self.spec = spec
         self.size_m = size_m
         self.index = FootprintIndex()
+        self.accepted: set[int] = set()
+        self.blockers: dict[int, set[int]] = {}  # deferred candidate -> pending earlier ones it overlaps
+        self.dependents: dict[int, set[int]] = {}  # pending candidate -> deferred later ones waiting on it
+
+    @property
+    def deferred(self) -> int:
+        return len(self.blockers)
 
     def check(self, c: Candidate) -> Verdict:
         if not (MIN_LAT <= c.lat <= MAX_LAT):
@@ -272,14 +303,57 @@ class Screen:
         grid = PatchGrid.around(c.lon, c.lat, self.size_m)
         if self.spec.land_only and land_fraction(grid) < self.spec.min_land_fraction:
             return Verdict(c, grid, "not_land")
-        if self.index.intersects(grid):
+        return self._place(c, grid)
+
+    def _place(self, c: Candidate, grid: PatchGrid) -> Verdict:
+        hits = [i for i in self.index.overlapping(grid) if i < c.index]
+        if any(i in self.accepted for i in hits):
             return Verdict(c, grid, "overlap")
-        self.index.add(grid)
+        self.index.add(grid, c.index)
+        if hits:
+            self.blockers[c.index] = set(hits)
+            for i in hits:
+                self.dependents.setdefault(i, set()).add(c.index)
+            return Verdict(c, grid, None, deferred=True)
         return Verdict(c, grid, None)
 
-    def restore(self, grid: PatchGrid) -> None:
-        """Re-add a footprint accepted by an earlier run (resume)."""
-        self.index.add(grid)
+    def resolve(self, idx: int, accepted: bool) -> tuple[list[int], list[int]]:
+        """Record the outcome of pending candidate ``idx``; return the deferred candidates it releases
+        (to collect now) and those it rejects (they overlap it and it was accepted), both sorted."""
+        ready, rejected = set(), set()
+        todo = [(idx, accepted)]
+        while todo:
+            i, ok = todo.pop()
+            waiting = sorted(self.dependents.pop(i, ()))
+            if ok:
+                self.accepted.add(i)
+                for j in waiting:  # they overlap an accepted earlier footprint
+                    for b in self.blockers.pop(j, ()):
+                        if b != i:
+                            self.dependents.get(b, set()).discard(j)
+                    rejected.add(j)
+                    ready.discard(j)
+                    todo.append((j, False))
+            else:
+                self.index.remove(i)
+                for j in waiting:
+                    b = self.blockers.get(j)
+                    if b is not None:
+                        b.discard(i)
+                        if not b:
+                            del self.blockers[j]
+                            ready.add(j)
+        return sorted(ready - rejected), sorted(rejected)
+
+    def restore_accepted(self, idx: int, grid: PatchGrid) -> None:
+        """Re-add the footprint of a location accepted by an earlier run (resume)."""
+        self.index.add(grid, idx)
+        self.accepted.add(idx)
+
+    def restore_pending(self, c: Candidate, grid: PatchGrid) -> Verdict:
+        """Screen again a candidate an earlier run left pending (resume; in index order, after every
+        accepted footprint is restored): it may wait for earlier pending ones, or lose to an accepted one."""
+        return self._place(c, grid)
 
 
 def land_fraction(grid: PatchGrid, n: int = 5) -> float:

@@ -19,11 +19,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ..errors import SourceUnavailable
-from ..geotiff import EncodedPatch, encode
 from ..grid import PatchGrid
 from ..recipe import Filters, Recipe
 from .seasons import Window, windows
-from ..sources.base import SceneRef, Source
+from ..sources.base import SceneRead, SceneRef, Source
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,12 @@ class Outcome:
     index: int
     grid: PatchGrid
     choices: list[Choice] = field(default_factory=list)
-    encoded: dict[int, list[EncodedPatch]] = field(default_factory=dict)  # season -> groups
+    reads: dict[int, SceneRead] = field(default_factory=dict)  # season -> its pixels, once every season is found
     reason: str | None = None  # None = accepted
     detail: str = ""
     skipped: Counter = field(default_factory=Counter)  # scene-level skips by reason
-    patches: list[dict] = field(default_factory=list)  # ledger rows, once the files are written
+    patches: list[dict] = field(default_factory=list)  # ledger rows (seasons), once the files are written
+    files: list[dict] = field(default_factory=list)  # compact layout: the location's files
     source_stats: Counter = field(default_factory=Counter)  # increase of source.counters
 
     @property
@@ -121,7 +121,7 @@ def choose(
 def collect_location(
     source: Source, recipe: Recipe, index: int, grid: PatchGrid, retry: RetryPolicy = RetryPolicy()
 ) -> Outcome:
-    """Select every season of one location and, if all are found, read and encode the pixels."""
+    """Select every season of one location and, if all are found, read their pixels."""
     before = Counter(source.counters)
     out = Outcome(index, grid)
     try:
@@ -136,14 +136,9 @@ def collect_location(
         if out.accepted:
             groups = recipe.band_groups
             reads = retry.call(source.read_many, [c.scene for c in out.choices], grid, groups, counters=source.counters)
-            for c, read in zip(out.choices, reads):
-                tags = {"SCENE_ID": c.scene.scene_id, "DATETIME": c.scene.datetime.isoformat()}
-                out.encoded[c.season] = [
-                    encode(read.pixels[res], grid, res, bands, nodata=source.nodata, compress=recipe.compress, tags=tags)
-                    for res, bands in groups.items()
-                ]
+            out.reads = {c.season: read for c, read in zip(out.choices, reads)}
     except SourceUnavailable as e:
         out.reason, out.detail = "source_error", e.one_line()
-        out.choices, out.encoded = [], {}
+        out.choices, out.reads = [], {}
     out.source_stats = Counter({k: v - before.get(k, 0) for k, v in source.counters.items() if v != before.get(k, 0)})
     return out

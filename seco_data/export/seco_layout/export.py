@@ -92,7 +92,7 @@ def _settings(index: CatalogIndex, bits, bands, compress, preview) -> _Settings:
                          hint="JPEG is lossy and 8-bit only: use --bits 8, or a lossless --compress with --bits 16")
     first = next(index.patches(batch=64), None)
     held = {b for a in first.assets for b in a.bands} if first else set()
-    dtypes = {a.dtype for a in first.assets if a.bands} if first else set()  # data assets, not the thumbnail
+    dtypes = {a.dtype for a in first.data} if first else set()
     if bits == 16 and dtypes - {"uint16"}:
         raise UsageError(f"{index.root} holds {'/'.join(sorted(dtypes))} pixels; 16-bit output needs uint16 DN",
                          hint="use --bits 8 for catalogs of 8-bit data (e.g. imported SeCo)")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,7 @@ def plan_sample(loc: Location, opts, catalog: str) -> tuple[dict, list, int] | s
     dtype = None
     for p in patches:
         season_reads = []
-        index = {b: (a, i) for a in p.assets for i, b in enumerate(a.bands, start=1)}
+        index = {b: (a, i) for a in p.assets for i, b in zip(a.band_indexes(), a.bands)}
         for gname, (res, bands) in groups.items():
             per_file: dict[Path, tuple[list[int], list[int], int]] = {}
             for row, b in enumerate(bands):
@@ -100,7 +101,7 @@ def plan_sample(loc: Location, opts, catalog: str) -> tuple[dict, list, int] | s
         "location": loc.location,
         "catalog": catalog,
         "centre": [round(loc.point[0], 7), round(loc.point[1], 7)],
-        "crs": next((a.crs for a in first.assets if a.bands), ""),  # a data asset's, not the thumbnail's
+        "crs": next((a.crs for a in first.data), ""),
         "arrays": arrays,
         "seasons": [p.season for p in patches],
         "dates": [p.datetime for p in patches],
@@ -121,7 +122,10 @@ def _json_bytes(meta: dict) -> bytes:
 
 
 def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
-    """Read the pixels of one planned sample and encode its members (key -> bytes)."""
+    """Read the pixels of one planned sample and encode its members (key -> bytes).
+
+    Each file is opened once per sample, and read once when it holds a whole group array in order
+    (a compact file: every season's bands of one resolution)."""
     import rasterio
 
     members = {}
@@ -133,15 +137,28 @@ def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
         buf[:len(head)] = head
         members[f"{g}.npy"] = buf
         arrays[g] = np.frombuffer(buf, dtype=a["dtype"], offset=len(head)).reshape(a["shape"])
+    plan: dict[tuple[str, str, int], list] = {}  # (path, group, factor) -> [(season, rows, indexes)]
     for s, season_reads in enumerate(reads):
         for path, idx, gname, rows, factor in season_reads:
-            dest = arrays[gname][s]
-            with rasterio.open(path) as src:
+            plan.setdefault((path, gname, factor), []).append((s, rows, idx))
+    with ExitStack() as stack:
+        opened: dict[str, object] = {}
+        for (path, gname, factor), parts in plan.items():
+            src = opened.get(path)
+            if src is None:
+                src = opened[path] = stack.enter_context(rasterio.open(path))
+            dest = arrays[gname]
+            seasons, bands = dest.shape[:2]
+            order = [(s, r) for s, rows, _ in parts for r in rows]
+            if factor == 1 and order == [(s, r) for s in range(seasons) for r in range(bands)]:
+                src.read([i for _, _, idx in parts for i in idx], out=dest.reshape(-1, *dest.shape[2:]))
+                continue
+            for s, rows, idx in parts:
                 if factor == 1 and rows == list(range(rows[0], rows[0] + len(rows))):
-                    src.read(idx, out=dest[rows[0]:rows[0] + len(rows)])
+                    src.read(idx, out=dest[s, rows[0]:rows[0] + len(rows)])
                     continue
                 data = src.read(idx)
-            if factor > 1:
-                data = data.repeat(factor, axis=1).repeat(factor, axis=2)
-            dest[rows] = data
+                if factor > 1:
+                    data = data.repeat(factor, axis=1).repeat(factor, axis=2)
+                dest[s, rows] = data
     return {"__key__": meta["key"], "json": _json_bytes(meta), **members}

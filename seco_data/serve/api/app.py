@@ -187,12 +187,7 @@ class StacApi:
                 links.append({**_absolute(link, base), "rel": "alternate", "title": "static STAC item"})
             elif rel not in ("root", "parent", "collection"):
                 links.append(_absolute(link, base))
-        props = dict(item.get("properties") or {})
-        for k in ("datetime", "start_datetime", "end_datetime", "created", "updated"):
-            v = props.get(k)
-            if isinstance(v, str) and v.endswith(".000000Z"):  # as written in the item JSON
-                props[k] = v[:-8] + "Z"
-        out = dict(item, links=links, properties=props)
+        out = dict(item, links=links)
         out["assets"] = {k: _absolute(a, base) for k, a in (item.get("assets") or {}).items()}
         return out
 

@@ -70,6 +70,7 @@ class ItemIndex:
         self._starts = np.cumsum([0] + sizes)
         self._cache: OrderedDict[int, object] = OrderedDict()
         self._lock = threading.Lock()
+        self._order = self._sorted = None  # ids sorted, for find()
 
     def match(self, q: Query) -> np.ndarray:
         """Row numbers (in file order) of the items matching ``q``."""
@@ -107,10 +108,24 @@ class ItemIndex:
         return lat & lon
 
     def find(self, item_id: str) -> int | None:
+        """The row of ``item_id`` by binary search over the ids sorted once (on first use): a few
+        microseconds at millions of items instead of a scan."""
         import pyarrow.compute as pc
 
-        i = pc.index(self.ids, item_id).as_py()
-        return None if i < 0 else i
+        with self._lock:
+            if self._order is None:
+                self._order = pc.sort_indices(self.ids).to_numpy()
+                self._sorted = self.ids.take(self._order)
+        lo, hi = 0, self.n
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if self._sorted[mid].as_py() < item_id:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo < self.n and self._sorted[lo].as_py() == item_id:
+            return int(self._order[lo])
+        return None
 
     def rows(self, rows: np.ndarray) -> list[dict]:
         """The item dicts of the given row numbers, in that order (hrefs as stored)."""
