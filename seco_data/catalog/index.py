@@ -90,6 +90,8 @@ class Patch:
 class Location:
     location: int
     patches: tuple[Patch, ...]  # by season
+    row: int = 0  # its first row in the index
+    rows: int = 1  # how many rows of the index it spans (per-patch: one per season)
 
     @property
     def point(self) -> tuple[float, float]:
@@ -184,10 +186,10 @@ class CatalogIndex:
             return self.index.num_rows
         return len(pc.unique(self.index.read(["seco:location"]).column(0)))
 
-    def rows(self, columns: list[str], batch: int = 4096):
-        """The index's rows as dicts of ``columns``, in catalog order."""
+    def rows(self, columns: list[str], batch: int = 4096, start: int = 0, stop: int | None = None):
+        """The index's rows ``start .. stop - 1`` as dicts of ``columns``, in catalog order."""
         self.index.require(columns)
-        for rb in self.index.iter_batches(columns, batch):
+        for rb in self.index.iter_range(columns, start, stop, batch):
             cols = {c: rb.column(c).to_pylist() for c in columns}
             for i in range(rb.num_rows):
                 yield {c: cols[c][i] for c in columns}
@@ -202,12 +204,12 @@ class CatalogIndex:
 
     def patches(self, batch: int = 4096) -> Iterator[Patch]:
         """Every location x season, in catalog order (location, then season)."""
-        if self.compact:
-            for loc in self.locations(batch):
-                yield from loc.patches
-            return
+        for loc in self.locations(batch):
+            yield from loc.patches
+
+    def _patch_rows(self, batch: int, start: int, stop: int | None) -> Iterator[Patch]:
         try:
-            for r in self.rows(_PATCH_COLUMNS, batch):
+            for r in self.rows(_PATCH_COLUMNS, batch, start, stop):
                 built = [_asset(self.root, k, a) for k, a in (r["assets"] or {}).items() if a is not None]
                 built.sort(key=lambda a: (a.resolution, a.key))
                 yield Patch(
@@ -226,8 +228,8 @@ class CatalogIndex:
         except OSError as e:
             raise CatalogError(f"cannot read {self.parquet}: {e}", hint=REBUILD_HINT) from None
 
-    def _compact_locations(self, batch: int) -> Iterator[Location]:
-        for r in self.rows(_LOCATION_COLUMNS, batch):
+    def _compact_locations(self, batch: int, start: int, stop: int | None) -> Iterator[Location]:
+        for row, r in enumerate(self.rows(_LOCATION_COLUMNS, batch, start, stop), start=start):
             assets = {k: a for k, a in (r["assets"] or {}).items() if a is not None}
             patches = []
             for s in r["seco:seasons"] or []:
@@ -239,27 +241,35 @@ class CatalogIndex:
                     scene_cloud=float(s.get("eo:cloud_cover") or 0.0), cloud_fraction=float(s.get("cloud_fraction") or 0.0),
                     valid_fraction=float(s.get("valid_fraction") or 0.0), point=tuple(r["seco:point"] or (0.0, 0.0)),
                     assets=tuple(built)))
-            yield Location(int(r["seco:location"]), tuple(sorted(patches, key=lambda q: q.season)))
+            yield Location(int(r["seco:location"]), tuple(sorted(patches, key=lambda q: q.season)), row, 1)
 
-    def locations(self, batch: int = 4096) -> Iterator[Location]:
-        """Items grouped by location (the index is ordered by location)."""
+    def locations(self, batch: int = 4096, start: int = 0, stop: int | None = None) -> Iterator[Location]:
+        """Items grouped by location (the index is ordered by location), from the rows ``start .. stop - 1``
+        (per-patch: ``start`` must be a location's first row, and ``stop`` one past its last)."""
         if self.compact:
-            yield from self._compact_locations(batch)
+            yield from self._compact_locations(batch, start, stop)
             return
         current: list[Patch] = []
         seen: set[int] = set()
-        for p in self.patches(batch):
+        row = first = start
+
+        def done():
+            return Location(current[0].location, tuple(sorted(current, key=lambda q: q.season)), first, row - first)
+
+        for p in self._patch_rows(batch, start, stop):
             if current and p.location != current[0].location:
-                yield Location(current[0].location, tuple(sorted(current, key=lambda q: q.season)))
+                yield done()
                 current = []
             if not current:
                 if p.location in seen:
                     raise CatalogError(f"{self.parquet} is not ordered by location (location {p.location} recurs)",
                                        hint=REBUILD_HINT)
                 seen.add(p.location)
+                first = row
             current.append(p)
+            row += 1
         if current:
-            yield Location(current[0].location, tuple(sorted(current, key=lambda q: q.season)))
+            yield done()
 
 
 # -- the file ---------------------------------------------------------------------------------------
@@ -315,6 +325,27 @@ class IndexFile:
         if columns is not None:
             columns = [c for c in columns if c in self.names]
         return self._guard(self.file.read, columns=columns)
+
+    def iter_range(self, columns: list[str] | None, start: int = 0, stop: int | None = None, batch_size: int = 4096):
+        """Record batches of the rows ``start .. stop - 1``, reading only the row groups that hold them."""
+        stop = self.num_rows if stop is None else min(stop, self.num_rows)
+        if start == 0 and stop == self.num_rows:
+            yield from self.iter_batches(columns, batch_size)
+            return
+        bounds = np.cumsum([0, *self.row_group_sizes()])
+        groups = [g for g in range(len(bounds) - 1) if bounds[g] < stop and bounds[g + 1] > start]
+        if not groups:
+            return
+        row = int(bounds[groups[0]])
+        it = self._guard(self.file.iter_batches, batch_size=batch_size, columns=columns, row_groups=groups)
+        while row < stop:
+            rb = self._guard(next, it, None)
+            if rb is None:
+                return
+            lo, hi = max(start - row, 0), min(stop - row, rb.num_rows)
+            if hi > lo:
+                yield rb.slice(lo, hi - lo)
+            row += rb.num_rows
 
     def iter_batches(self, columns: list[str] | None = None, batch_size: int = 4096):
         it = self._guard(self.file.iter_batches, batch_size=batch_size, columns=columns)

@@ -320,6 +320,13 @@ class Ledger:
             "SELECT idx / ?, COUNT(*), MAX(version) FROM candidates WHERE status = 'accepted' GROUP BY idx / ?",
             (per_part, per_part))}
 
+    def range_digest(self, first: int, last: int) -> tuple[int, int]:
+        """(accepted locations, their newest version) among locations ``first .. last``: it changes
+        whenever one of them is accepted, changed or removed."""
+        n, v = self.db.execute("SELECT COUNT(*), MAX(version) FROM candidates WHERE status = 'accepted'"
+                               " AND idx BETWEEN ? AND ?", (first, last)).fetchone()
+        return int(n), int(v or 0)
+
     def locations(self, start: int = 0, stop: int | None = None, batch: int = 2000) -> Iterator[LocationRow]:
         """Every accepted location with ``start <= idx < stop``, ordered, with its seasons."""
         size = int(self.get("patch_size_m") or 2640)

@@ -23,9 +23,9 @@ from ..errors import CatalogError
 from ..outputs import lock, write_json, write_many
 from .index import concat_indexes, rebase, write_index
 from .item import (ItemSpec, LocationSpec, RasterFile, SeasonSpec, ThumbnailFile, build_item, build_location_item)
-from .layout import (CATALOG, COLLECTION, INDEX, LEDGER, STATE, THUMBNAIL, data_key, files_dir, item_file,
-                     location_dir, location_id, locations_per_part, part_dir, resolution_of)
-from .ledger import Ledger, LocationRow, PatchRow
+from .layout import (CATALOG, COLLECTION, INDEX, LEDGER, STATE, THUMBNAIL, files_dir, item_file, location_id,
+                     locations_per_part, resolution_of)
+from .ledger import Ledger, LocationRow
 from .writer import Aggregate, CollectionMeta, collection, item_files, root_catalog, subcatalog
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,25 @@ def index_state(root: str | Path) -> dict:
     return _state(Path(root))
 
 
+def index_digests(root: str | Path) -> tuple[int, dict[int, list]] | None:
+    """``(locations per part, {part: digest})`` of the index of ``root`` as finalize last wrote it, or
+    None when that cannot be trusted (no state, or ``items.parquet`` changed since). A part's digest
+    changes whenever one of its locations does: what an export needs to redo only what changed."""
+    root = Path(root)
+    state = _state(root)
+    recorded = state.get("index_file")
+    try:
+        st = (root / INDEX).stat()
+    except OSError:
+        return None
+    if not recorded or (recorded["size"], recorded["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
+        return None
+    written = (state.get("written") or {}).get("parts")
+    if written is None or not state.get("locations_per_part"):
+        return None
+    return int(state["locations_per_part"]), {int(k): list(v) for k, v in written.items()}
+
+
 def _state(root: Path) -> dict:
     try:
         return json.loads((root / PARTS / PARTS_STATE).read_text("utf-8"))
@@ -255,6 +274,9 @@ def finalize(root: str | Path, ledger: Ledger | None = None, *, write_items: boo
             coll = json.loads((root / COLLECTION).read_text("utf-8"))
             return Finalized(coll, ledger.counts(), 0, len(parts), False)
         concat_indexes([_part_file(root, p) for p in parts], root / INDEX)
+        st = (root / INDEX).stat() if parts else None
+        state["index_file"] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns} if st else None
+        state["locations_per_part"] = locations_per_part(cm["seasons"])
         agg = Aggregate()
         for p in parts:
             agg.merge(Aggregate.from_dict(state["parts"][str(p)]["aggregate"]))
@@ -284,5 +306,5 @@ def rebuild(root: str | Path, *, locked: bool = False, force: bool = False) -> d
         return finalize(root, write_items=True, force=force).collection
 
 
-__all__ = ["Finalized", "build_parts", "catalog_meta", "finalize", "item_specs", "location_items", "location_spec",
-           "rebuild", "stale_parts", "location_dir", "part_dir", "data_key", "PatchRow", "COLLECTION"]
+__all__ = ["Finalized", "build_parts", "catalog_meta", "finalize", "index_digests", "index_state", "item_specs",
+           "location_items", "location_spec", "rebuild", "stale_parts"]

@@ -7,7 +7,8 @@ sample::
     {"__key__": "0000042", "__url__": ".../seco-000003.tar", "json": {...},
      "10m": ndarray (seasons, bands, 264, 264), "20m": ..., "60m": ...}
 
-Arrays are read-only views on the bytes read from the tar (no copy). Shards are split across
+Members ``<group>.npy`` decode to read-only views on the bytes read from the tar (no copy),
+``<group>.npy.zst`` (``--codec zstd``) are decompressed (:mod:`seco_data.export.arrays`). Shards are split across
 distributed ranks and DataLoader workers so that every worker reads a disjoint subset and together
 they read every shard once: rank and world size come from ``torch.distributed`` when it is
 initialised, else from ``RANK``/``WORLD_SIZE``; the worker from ``torch.utils.data.get_worker_info()``
@@ -17,7 +18,6 @@ when torch is already imported, else from ``WORKER``/``NUM_WORKERS`` (webdataset
 from __future__ import annotations
 
 import glob
-import io
 import json
 import logging
 import os
@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import ShardError
+from .arrays import decode_member
 from .webdataset import MANIFEST
 
 log = logging.getLogger(__name__)
@@ -127,21 +128,6 @@ def _from_manifest(path: Path) -> list[str]:
     return [u if "://" in u or u.startswith("/") else str(base / u) for u in shards]
 
 
-def decode_npy(data: bytes | memoryview) -> np.ndarray:
-    """A read-only array over ``data`` (the bytes of a ``.npy`` file), without copying."""
-    buf = io.BytesIO(data)
-    version = np.lib.format.read_magic(buf)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(buf)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(buf)
-    count = int(np.prod(shape))
-    if count * dtype.itemsize != len(data) - buf.tell():
-        raise ValueError(f"array of {shape} {dtype} does not match its {len(data)} bytes")
-    arr = np.frombuffer(data, dtype=dtype, count=count, offset=buf.tell())
-    return arr.reshape(shape, order="F" if fortran else "C")
-
-
 def _open(url: str, timeout: float):
     if url.startswith(("http://", "https://")):
         return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the user's own shard URLs
@@ -180,12 +166,15 @@ def _finish(sample: dict, url: str, decode: bool) -> dict:
     sample["__url__"] = url
     if not decode:
         return sample
+    ext = "json"
     try:
+        if "json" in sample:
+            sample["json"] = json.loads(sample["json"])
+        specs = sample.get("json", {}).get("arrays", {}) if isinstance(sample.get("json"), dict) else {}
         for ext in list(sample):
-            if ext.endswith("npy"):
-                sample[ext[:-4] or ext] = decode_npy(sample.pop(ext))
-            elif ext == "json":
-                sample["json"] = json.loads(sample["json"])
+            if ext.endswith((".npy", ".npy.zst")) or ext == "npy":
+                group = ext.split(".", 1)[0]
+                sample[group] = decode_member(ext, sample.pop(ext), specs.get(group))
     except ValueError as e:
         raise ShardError(f"sample {sample['__key__']} of shard {url} does not decode ({ext}): {e}") from None
     return sample

@@ -41,9 +41,9 @@ def _check_shard(path: Path, entry: dict) -> tuple[list[str], int]:
             for g, spec in meta["arrays"].items():
                 arr = sample.get(g)
                 if arr is None:
-                    problems.append(f"{name}: sample {sample['__key__']} lacks {g}.npy")
+                    problems.append(f"{name}: sample {sample['__key__']} lacks its {g} array")
                 elif list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
-                    problems.append(f"{name}: sample {sample['__key__']} {g}.npy is {arr.dtype} {list(arr.shape)},"
+                    problems.append(f"{name}: sample {sample['__key__']} {g} array is {arr.dtype} {list(arr.shape)},"
                                     f" its json says {spec['dtype']} {spec['shape']}")
     except ShardError as e:
         problems.append(e.one_line().split(" (hint:")[0])

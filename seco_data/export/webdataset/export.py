@@ -1,16 +1,27 @@
 """WebDataset export: a catalog packed into tar shards, one sample per location (:mod:`.samples`).
 
 How it runs:
-1. **Plan.** One pass over ``items.parquet`` computes each sample's exact size in the tar (NumPy
-   headers and JSON are built, never the pixels), locations are shuffled with the seed, and shards are
-   cut by ``maxcount``/``maxsize``. The plan is kept in ``OUT/.seco-export/plan.sqlite``.
-2. **Write.** Shards are independent, so workers write them in parallel, each into a temporary
-   name, fsync'd and renamed. Archives are what webdataset's ``TarWriter`` (the writer behind
-   ``ShardWriter``) would write, byte for byte, written without its copies (:mod:`.tar`).
-   Headers carry a fixed mtime, owner and mode: the same catalog, options and seed give the same
-   bytes.
+1. **Plan.** One pass over ``items.parquet`` computes each sample's size in the tar (NumPy headers
+   and JSON are built, never the pixels) and cuts shards by ``maxcount``/``maxsize`` over
+   consecutive locations of the catalog (which the samplers draw in random order, so a shard is a
+   random draw of places); inside a shard, samples are shuffled with the seed. Each shard's entry
+   (its rows of the index, size, skips, and the digests of the index parts it was planned from) is
+   appended to ``OUT/.seco-export/plan.jsonl`` as soon as the shard is cut, and the shard goes to a
+   worker straight away: planning overlaps writing, and the plan costs a line per shard.
+2. **Write.** Shards are independent, so workers write them in parallel, each reading only its own
+   rows of the index, into a temporary name, fsync'd and renamed. Archives are what webdataset's
+   ``TarWriter`` (the writer behind ``ShardWriter``) would write, byte for byte, written without its
+   copies (:mod:`.tar`). Headers carry a fixed mtime, owner and mode: the same catalog, options and
+   seed give the same bytes.
 3. **Manifest.** A shard is recorded (``done.jsonl``, then ``shards.json``) only once renamed, with
    its sample count, size and sha256. Rerunning the command resumes: listed shards are kept.
+
+Incremental: a rerun on a catalog that changed keeps every shard whose locations are unchanged
+(:class:`Digests`: the ledger's count and newest version of its range of locations, when the index
+is current with the ledger) and plans again from the first that changed: a grown catalog
+(``seco-data sample --n`` larger) gets its new shards, plus the last one, which ended with the old
+catalog, redone. Without a ledger the index is trusted with, the checksum of the whole
+``items.parquet`` stands for every range.
 
 ``shards.json`` is also a wids shard index (``__kind__: wids-shard-index-v1``, ``shardlist`` with
 ``url``/``nsamples``/``filesize``): ``wids.ShardListDataset("OUT/shards.json")`` reads it.
@@ -21,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sqlite3
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,8 +41,12 @@ import numpy as np
 from ... import __version__, jobs
 from ...bands import BANDS, canonical
 from ...catalog.index import CatalogIndex
-from ...errors import UsageError
-from ...outputs import atomic_path, claim_output, commit, remove_temps, sha256_file, temp_name, write_json
+from ...catalog.layout import INDEX, LEDGER
+from ...catalog.ledger import Ledger
+from ...catalog.rebuild import index_digests
+from ...errors import CatalogError, UsageError
+from ...outputs import claim_output, commit, remove_temps, sha256_file, temp_name, write_atomic, write_json
+from ..arrays import ENCODINGS
 from .samples import encode_sample, plan_sample
 from .tar import RECORD, TarShard, archive_size
 
@@ -58,6 +72,7 @@ class ShardOptions:
     seasons: tuple[int, ...] | None = None  # season indices; None: every season of each location
     resample_10m: bool = False
     prefix: str = "seco"
+    codec: str = "npy"  # how arrays are stored: npy, or zstd (lossless, ~0.6x the bytes), seco_data.export.arrays
 
     def __post_init__(self):
         if self.maxcount < 1 or self.maxsize < 4 * RECORD:
@@ -71,6 +86,16 @@ class ShardOptions:
                 raise UsageError(f"unknown band {e.args[0]!r}", hint=f"use names among {', '.join(BANDS)}") from None
         if self.seasons is not None and any(s < 0 for s in self.seasons):
             raise UsageError("season indices start at 0")
+        if self.codec not in ENCODINGS:
+            raise UsageError(f"unknown array codec {self.codec!r}", hint=f"use one of {', '.join(ENCODINGS)}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ShardOptions":
+        d = dict(d)
+        for k in ("bands", "seasons"):
+            if d.get(k) is not None:
+                d[k] = tuple(d[k])
+        return cls(**d)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -105,68 +130,105 @@ class ExportReport:
 
 # -- planning -----------------------------------------------------------------------------------------
 
-def identity(index: CatalogIndex, opts: ShardOptions) -> dict:
-    """What makes two exports the same: the catalog's index (its bytes) and the options."""
-    return {"catalog": {"collection": index.name, "items_sha256": sha256_file(index.parquet)},
-            "options": opts.to_dict()}
+PLAN = "plan.jsonl"
 
 
-def _plan(index: CatalogIndex, opts: ShardOptions, db_path: Path) -> tuple[list[dict], dict]:
-    """Write the plan database; return the shard list and skip counts."""
-    with atomic_path(db_path) as tmp:
-        return _plan_into(index, opts, tmp)
+class Digests:
+    """What a shard was planned from: per range of locations, the ledger's (count, newest version)
+    of its accepted locations, when the index is current with the ledger (else the checksum of the
+    whole ``items.parquet`` stands for every range)."""
+
+    def __init__(self, index: CatalogIndex):
+        self.ledger = None
+        found = index_digests(index.root)
+        if found is not None and (index.root / LEDGER).is_file():
+            ledger = Ledger(index.root / LEDGER, readonly=True)
+            per_part, written = found
+            if {p: list(d) for p, d in ledger.part_digests(per_part).items()} == written:
+                self.ledger = ledger
+            else:
+                ledger.close()
+        self.whole = None if self.ledger else sha256_file(index.parquet)
+
+    def of(self, first: int, last: int) -> dict:
+        """The digest of locations ``first .. last``."""
+        if self.ledger is None:
+            return {INDEX: self.whole}
+        return {"ledger": list(self.ledger.range_digest(first, last))}
+
+    def close(self) -> None:
+        if self.ledger is not None:
+            self.ledger.close()
 
 
-def _plan_into(index: CatalogIndex, opts: ShardOptions, tmp: Path) -> tuple[list[dict], dict]:
-    tmp.unlink(missing_ok=True)
-    db = sqlite3.connect(tmp)
-    db.executescript(
-        "CREATE TABLE samples (n INTEGER PRIMARY KEY, size INTEGER, shard INTEGER, pos INTEGER, spec TEXT);"
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
-    )
+def plan_shards(index: CatalogIndex, opts: ShardOptions, digests: Digests, start: int = 0, shard: int = 0):
+    """Shard entries over the index's rows from ``start`` (a location's first row), numbered from
+    ``shard``: consecutive locations until ``maxcount`` samples or ``maxsize`` bytes. The last entry
+    ends with the catalog (``open``: a grown catalog extends it); an entry without samples (every
+    location skipped) gets no shard."""
+    count = size = 0
+    row0 = start
+    first = last = None
     skipped: dict[str, int] = {}
-    sizes = []
-    batch = []
-    for loc in index.locations():
+
+    def entry(row1: int, open_: bool) -> dict:
+        return {"shard": shard if count else None, "rows": [row0, row1], "locations": [first, last],
+                "count": count, "size": archive_size(size) if count else 0, "skipped": dict(sorted(skipped.items())),
+                "open": open_, "digests": digests.of(first, last) if first is not None else {}}
+
+    for loc in index.locations(start=start):
         planned = plan_sample(loc, opts, index.name)
+        sample_size = 0 if isinstance(planned, str) else planned[2]
+        if count and (count >= opts.maxcount or archive_size(size + sample_size) > opts.maxsize):
+            yield entry(loc.row, False)
+            shard += 1
+            count = size = 0
+            row0, first, skipped = loc.row, None, {}
+        first = loc.location if first is None else first
+        last = loc.location
         if isinstance(planned, str):
             skipped[planned] = skipped.get(planned, 0) + 1
             continue
-        meta, reads, size = planned
-        batch.append((len(sizes), size, json.dumps([meta, reads], separators=(",", ":"))))
-        sizes.append(size)
-        if len(batch) >= 5000:
-            db.executemany("INSERT INTO samples (n, size, spec) VALUES (?, ?, ?)", batch)
-            batch = []
-    db.executemany("INSERT INTO samples (n, size, spec) VALUES (?, ?, ?)", batch)
-    order = np.random.default_rng(opts.seed).permutation(len(sizes))
-    shards: list[dict] = []
-    assign = []
-    count = total = 0
-    for n in order.tolist():
-        size = sizes[n]
-        if shards and count < opts.maxcount and archive_size(total + size) <= opts.maxsize:
-            count += 1
-            total += size
-        else:
-            shards.append({})
-            count, total = 1, size
-            if archive_size(size) > opts.maxsize:
-                log.warning("sample %d alone is larger than maxsize (%d bytes): its shard will be too", n, size)
-        shards[-1] = {"count": count, "size": archive_size(total)}
-        assign.append((len(shards) - 1, count - 1, n))
-    db.executemany("UPDATE samples SET shard = ?, pos = ? WHERE n = ?", assign)
-    db.execute("CREATE INDEX samples_shard ON samples (shard, pos)")
-    db.executemany("INSERT INTO meta VALUES (?, ?)", [("shards", json.dumps(shards)), ("skipped", json.dumps(skipped))])
-    db.commit()
-    db.close()
-    return shards, skipped
+        if archive_size(sample_size) > opts.maxsize:
+            log.warning("sample %d alone is larger than maxsize (%d bytes): its shard will be too",
+                        loc.location, sample_size)
+        count += 1
+        size += sample_size
+    if count or skipped:
+        yield entry(index.n_items, True)
+
+
+def _read_plan(path: Path) -> list[dict]:
+    entries = []
+    if path.exists():
+        for line in path.read_text("utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except ValueError:
+                break  # a torn last line after a crash: planned again
+    return entries
+
+
+def _valid_prefix(entries: list[dict], index: CatalogIndex, digests: Digests) -> list[dict]:
+    """The planned entries still true of the catalog: unchanged parts, and the last one only if the
+    catalog still ends where it did."""
+    kept = []
+    row = 0
+    for e in entries:
+        first, last = e["locations"]
+        if e["rows"][0] != row or first is None or digests.of(first, last) != e["digests"]:
+            break
+        if e["open"] and e["rows"][1] != index.n_items:
+            break
+        kept.append(e)
+        row = e["rows"][1]
+    return kept
 
 
 # -- writing ------------------------------------------------------------------------------------------
 
-def write_shard(plan: str, out: str, shard: int, name: str) -> tuple[ShardInfo, str]:
-    """Write shard number ``shard`` of ``plan`` into a temporary file in ``out``; run in a worker.
+def write_shard(root: str, options: dict, entry: dict, out: str, name: str) -> tuple[ShardInfo, str]:
+    """Write the shard of plan ``entry`` into a temporary file in ``out``; run in a worker.
 
     Returns the shard's info and the temporary path; :func:`commit_shard` makes it durable and gives
     it its name. (The fsync is left to the parent's threads, so the worker goes on to the next shard
@@ -174,23 +236,29 @@ def write_shard(plan: str, out: str, shard: int, name: str) -> tuple[ShardInfo, 
     """
     import rasterio
 
-    db = sqlite3.connect(f"file:{plan}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT spec FROM samples WHERE shard = ? ORDER BY pos", (shard,)).fetchall()
-    finally:
-        db.close()
+    opts = ShardOptions.from_dict(options)
+    index = CatalogIndex(root)
+    samples = []
+    for loc in index.locations(start=entry["rows"][0], stop=entry["rows"][1]):
+        planned = plan_sample(loc, opts, index.name)
+        if not isinstance(planned, str):
+            samples.append(planned)
+    if len(samples) != entry["count"]:
+        raise CatalogError(f"{index.parquet} changed while it was exported (shard {name}: {len(samples)} samples, "
+                           f"{entry['count']} planned)", hint="rerun the export once the catalog is finished")
+    order = np.random.default_rng([opts.seed, entry["shard"]]).permutation(len(samples))
     tmp = temp_name(Path(out) / name)
     try:
         with rasterio.Env(**FAST_OPEN), open(tmp, "wb") as raw:
             tar = TarShard(raw)
-            for (spec,) in rows:
-                meta, reads = json.loads(spec)
+            for k in order.tolist():
+                meta, reads, _ = samples[k]
                 tar.write(encode_sample(meta, reads))
             tar.close()
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    return ShardInfo(name, len(rows), tar.size, tar.sha.hexdigest()), str(tmp)
+    return ShardInfo(name, len(samples), tar.size, tar.sha.hexdigest()), str(tmp)
 
 
 def commit_shard(tmp: str, info: ShardInfo) -> ShardInfo:
@@ -217,26 +285,41 @@ def _read_done(path: Path) -> dict[str, ShardInfo]:
     return done
 
 
-def _manifest(index: CatalogIndex, opts: ShardOptions, ident: dict, shards: list[ShardInfo],
-              planned: int, skipped: dict) -> dict:
+def identity(index: CatalogIndex, opts: ShardOptions) -> dict:
+    """What makes two exports the same output: the collection and the options (what the catalog holds
+    is followed shard by shard, :class:`Digests`)."""
+    return {"catalog": {"collection": index.name}, "options": opts.to_dict()}
+
+
+def _manifest(index: CatalogIndex, opts: ShardOptions, shards: list[ShardInfo], plan: list[dict],
+              planned_all: bool) -> dict:
     shards = sorted(shards, key=lambda s: s.url)
+    planned = sum(1 for e in plan if e["count"])
     return {
         "__kind__": "wids-shard-index-v1",
         "wids_version": 1,
         "name": index.name,
         "format": "seco-webdataset",
-        "format_version": 1,
-        "complete": len(shards) == planned,
+        "format_version": 2,
+        "complete": planned_all and len(shards) == planned,
         "software": {"name": "seco", "version": __version__},
-        "catalog": {"path": str(index.root), **ident["catalog"]},
+        "catalog": {"path": str(index.root), "collection": index.name},
         "recipe": index.collection.get("seco:recipe"),
         "options": opts.to_dict(),
         "planned_shards": planned,
         "samples": sum(s.nsamples for s in shards),
         "bytes": sum(s.filesize for s in shards),
-        "skipped": skipped,
+        "skipped": _skipped(plan),
         "shardlist": [asdict(s) for s in shards],
     }
+
+
+def _skipped(plan: list[dict]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for e in plan:
+        for k, v in e["skipped"].items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
 
 
 def _ours(name: str) -> bool:
@@ -253,68 +336,99 @@ def export_webdataset(
     overwrite: bool = False,
     progress: jobs.ProgressFn | None = None,
 ) -> ExportReport:
-    """Pack the catalog in ``catalog`` into WebDataset shards in ``out`` (resumable, parallel)."""
+    """Pack the catalog in ``catalog`` into WebDataset shards in ``out`` (resumable, incremental, parallel)."""
     t0 = time.monotonic()
     jobs.check_workers(workers)
     index = CatalogIndex(catalog)
     out = Path(out)
-    ident = identity(index, options)
-    with claim_output(out, kind="webdataset", identity=ident, overwrite=overwrite, ours=_ours):
-        state = out / STATE_DIR
-        state.mkdir(exist_ok=True)
-        plan_path = state / "plan.sqlite"
-        if plan_path.exists():
-            db = sqlite3.connect(plan_path)
-            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-            db.close()
-            planned, skipped = json.loads(meta["shards"]), json.loads(meta["skipped"])
-        else:
-            planned, skipped = _plan(index, options, plan_path)
-        return _write(index, out, options, ident, planned, skipped, workers, progress, t0)
+    with claim_output(out, kind="webdataset", identity=identity(index, options), overwrite=overwrite, ours=_ours):
+        (out / STATE_DIR).mkdir(exist_ok=True)
+        (out / STATE_DIR / "plan.sqlite").unlink(missing_ok=True)  # the plan of format 1
+        return _export(index, out, options, workers, progress, t0)
 
 
-def _write(index, out, options, ident, planned, skipped, workers, progress, t0) -> ExportReport:
-    manifest_path = out / MANIFEST
-    plan_path = out / STATE_DIR / "plan.sqlite"
-    names = [shard_name(options.prefix, i) for i in range(len(planned))]
+def _export(index: CatalogIndex, out: Path, options: ShardOptions, workers, progress, t0) -> ExportReport:
+    digests = Digests(index)
+    try:
+        return _export_with(index, out, options, workers, progress, t0, digests)
+    finally:
+        digests.close()
+
+
+def _export_with(index, out, options, workers, progress, t0, digests) -> ExportReport:
+    state = out / STATE_DIR
+    plan_path, done_path, manifest_path = state / PLAN, state / "done.jsonl", out / MANIFEST
+    old = _read_plan(plan_path)
+    plan = _valid_prefix(old, index, digests)
+    names = {shard_name(options.prefix, e["shard"]) for e in plan if e["count"]}
+    recorded = _read_done(done_path)
+    done = {k: v for k, v in recorded.items()
+            if k in names and (out / k).is_file() and (out / k).stat().st_size == v.filesize}
+    if len(plan) < len(old) or len(done) < len(recorded):
+        # the catalog changed from some shard on (or shards went missing): those shards and records go
+        for e in old[len(plan):]:
+            if e["shard"] is not None and shard_name(options.prefix, e["shard"]) not in names:
+                (out / shard_name(options.prefix, e["shard"])).unlink(missing_ok=True)
+        write_atomic(plan_path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in plan))
+        write_atomic(done_path, "".join(json.dumps(asdict(v)) + "\n" for v in done.values()))
     remove_temps(out)  # shards being written when a run was killed
-    done_path = out / STATE_DIR / "done.jsonl"
-    done = {
-        k: v for k, v in _read_done(done_path).items()
-        if k in names and (out / k).is_file() and (out / k).stat().st_size == v.filesize
-    }
     reused = len(done)
-    todo = [i for i, n in enumerate(names) if n not in done]
-    total_samples = sum(s["count"] for s in planned)
-    samples_done = sum(s.nsamples for s in done.values())
+    total = index.n_locations
+    counted = {"samples": sum(s.nsamples for s in done.values()),
+               "skipped": sum(sum(e["skipped"].values()) for e in plan)}
 
     def tell():
         if progress:
-            progress(jobs.Progress(samples_done, total_samples, "sample", {"shards": len(done), "kept": reused}))
+            progress(jobs.Progress(counted["samples"] + counted["skipped"], total, "sample",
+                                   {"shards": len(done), "kept": reused}))
+
+    finished = {"planning": bool(plan) and plan[-1]["open"]}
+
+    def task(e: dict) -> tuple:
+        return (str(index.root), options.to_dict(), e, str(out), shard_name(options.prefix, e["shard"]))
+
+    def tasks():
+        """The shards to write: those planned before and not done, then new ones as they are planned."""
+        for e in plan:
+            if e["count"] and shard_name(options.prefix, e["shard"]) not in done:
+                yield task(e)
+        if finished["planning"]:
+            return
+        start = plan[-1]["rows"][1] if plan else 0
+        first = max([e["shard"] for e in plan if e["shard"] is not None], default=-1) + 1
+        with open(plan_path, "a", encoding="utf-8") as f:
+            for e in plan_shards(index, options, digests, start, first):
+                f.write(json.dumps(e, separators=(",", ":")) + "\n")
+                f.flush()
+                plan.append(e)
+                counted["skipped"] += sum(e["skipped"].values())
+                if e["count"]:
+                    yield task(e)
+            os.fsync(f.fileno())
+        finished["planning"] = True
 
     tell()
     last_manifest = time.monotonic()
     with open(done_path, "a", encoding="utf-8") as log_f:
         def record(info: ShardInfo) -> None:
-            nonlocal samples_done, last_manifest
+            nonlocal last_manifest
             done[info.url] = info
             log_f.write(json.dumps(asdict(info)) + "\n")
             log_f.flush()
             os.fsync(log_f.fileno())
-            samples_done += info.nsamples
+            counted["samples"] += info.nsamples
             tell()
             if time.monotonic() - last_manifest > MANIFEST_EVERY_S:
-                write_json(manifest_path, _manifest(index, options, ident, list(done.values()), len(names), skipped))
+                write_json(manifest_path, _manifest(index, options, list(done.values()), plan, finished["planning"]))
                 last_manifest = time.monotonic()
 
         try:
             # by default one writer more than cores, to keep the cores busy while a shard is fsync'd
-            n = jobs.cap_workers(workers or (os.cpu_count() or 1) + 1, "process", max(1, len(todo)))
+            n = jobs.cap_workers(workers or (os.cpu_count() or 1) + 1, "process")
             # fsync and rename on threads here, so the writers go on to the next shard meanwhile
             with jobs.Pool(n, kind="process") as writers, jobs.Pool(2, kind="thread") as committer:
                 commits: set = set()
-                tasks = ((str(plan_path), str(out), i, names[i]) for i in todo)
-                for _, (info, tmp) in jobs.run(writers, write_shard, tasks):
+                for _, (info, tmp) in jobs.run(writers, write_shard, tasks()):
                     commits.add(committer.submit(commit_shard, tmp, info))
                     for fut in [f for f in commits if f.done()]:
                         commits.discard(fut)
@@ -325,6 +439,6 @@ def _write(index, out, options, ident, planned, skipped, workers, progress, t0) 
         finally:
             # the pools have stopped: shards written but not committed when this stopped are redone next time
             remove_temps(out)
-            write_json(manifest_path, _manifest(index, options, ident, list(done.values()), len(names), skipped))
-    total = sum(s.filesize for s in done.values())
-    return ExportReport(out, len(done), samples_done, total, time.monotonic() - t0, reused, skipped)
+            write_json(manifest_path, _manifest(index, options, list(done.values()), plan, finished["planning"]))
+    return ExportReport(out, len(done), counted["samples"], sum(s.filesize for s in done.values()),
+                        time.monotonic() - t0, reused, _skipped(plan))

@@ -7,13 +7,14 @@ A sample holds every selected season of one location::
     <key>.20m.npy    uint16 (seasons, bands, 132, 132)
     <key>.60m.npy    uint16 (seasons, bands, 44, 44)
 
-(``--resample-10m`` gives a single ``10m.npy`` with every band repeated to the 10 m grid.) The key is
-the location number, ``%07d``: no dots, as WebDataset splits a member name at its first dot.
+(``--resample-10m`` gives a single ``10m.npy`` with every band repeated to the 10 m grid; ``--codec
+zstd`` stores ``<group>.npy.zst`` members instead, :mod:`seco_data.export.arrays`.) The key is the
+location number, ``%07d``: no dots, as WebDataset splits a member name at its first dot. The sizes
+planned are those of ``npy`` members (an upper bound for ``zstd``).
 """
 
 from __future__ import annotations
 
-import io
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -21,16 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from ...catalog.index import Location
+from ..arrays import encode_zstd, member_name, npy_header
 from .tar import member_size
-
-
-def npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
-    """The exact header ``np.save`` writes for an array of ``shape`` and ``dtype`` (C order)."""
-    buf = io.BytesIO()
-    np.lib.format.write_array_header_1_0(
-        buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape}
-    )
-    return buf.getvalue()
 
 
 def plan_sample(loc: Location, opts, catalog: str) -> tuple[dict, list, int] | str:
@@ -94,7 +87,7 @@ def plan_sample(loc: Location, opts, catalog: str) -> tuple[dict, list, int] | s
     for gname, (res, bands) in groups.items():
         shape = (len(patches), len(bands), *shapes[gname])
         arrays[gname] = {"bands": bands, "resolution": res, "shape": list(shape), "dtype": dtype,
-                         "transform": transforms[gname], "scale": scales[gname]}
+                         "transform": transforms[gname], "scale": scales[gname], "encoding": opts.codec}
         size += member_size(len(npy_header(shape, dtype)) + int(np.prod(shape)) * np.dtype(dtype).itemsize)
     meta = {
         "key": f"{loc.location:07d}",
@@ -161,4 +154,8 @@ def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
                 if factor > 1:
                     data = data.repeat(factor, axis=1).repeat(factor, axis=2)
                 dest[s, rows] = data
+    for g, a in meta["arrays"].items():
+        if a.get("encoding", "npy") != "npy":
+            del members[f"{g}.npy"]
+            members[member_name(g, a["encoding"])] = encode_zstd(arrays[g])
     return {"__key__": meta["key"], "json": _json_bytes(meta), **members}
