@@ -16,6 +16,10 @@ fingerprint) with what the command would write:
 - another output (other settings, another catalog) is refused, naming the keys that differ, unless
   ``overwrite``: then the earlier output, and only files it recognises as its own, are removed;
 - a folder holding anything else is refused, ``overwrite`` or not.
+
+``SECO_FSYNC=0`` in the environment skips every ``fsync`` (renames stay atomic, a power loss may
+lose the last writes): for benchmarks of seco's own work, and scratch data on disks whose sync is
+slow; never for data you keep.
 """
 
 from __future__ import annotations
@@ -33,6 +37,9 @@ from typing import Callable, Iterator
 
 from . import __version__
 from .errors import OutputError, disk_full, is_disk_full
+
+#: whether writes are synced to disk (``SECO_FSYNC=0`` turns it off, see the module docstring)
+FSYNC = os.environ.get("SECO_FSYNC", "1").strip().lower() not in ("0", "false", "no", "off")
 
 LOCK = ".seco.lock"
 STATE = ".seco.json"
@@ -52,14 +59,22 @@ def is_temp(name: str) -> bool:
     return name.startswith(".") and _TMP in name
 
 
+def fsync(fd: int) -> None:
+    """``os.fsync(fd)``, unless :data:`FSYNC` is off."""
+    if FSYNC:
+        os.fsync(fd)
+
+
 def fsync_dir(folder: str | Path) -> None:
     """Make a rename in ``folder`` durable (a no-op where directories cannot be opened)."""
+    if not FSYNC:
+        return
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
-        os.fsync(fd)
+        fsync(fd)
     except OSError:
         pass
     finally:
@@ -69,10 +84,10 @@ def fsync_dir(folder: str | Path) -> None:
 def commit(tmp: str | Path, path: str | Path, *, durable: bool = True) -> None:
     """Make the finished temporary file ``tmp`` durable and rename it to ``path`` (same folder)."""
     try:
-        if durable:
+        if durable and FSYNC:
             fd = os.open(tmp, os.O_RDONLY)
             try:
-                os.fsync(fd)
+                fsync(fd)
             finally:
                 os.close(fd)
         os.replace(tmp, path)
@@ -134,9 +149,9 @@ def write_many(folder: str | Path, files: dict[str, bytes], *, durable: bool = T
             done.append((tmp, path))
             with open(tmp, "wb") as f:
                 f.write(data)
-                if durable:
+                if durable and FSYNC:
                     f.flush()
-                    os.fsync(f.fileno())
+                    fsync(f.fileno())
         for tmp, path in done:
             os.replace(tmp, path)
     except BaseException as e:

@@ -45,7 +45,7 @@ from ...catalog.layout import INDEX, LEDGER
 from ...catalog.ledger import Ledger
 from ...catalog.rebuild import index_digests
 from ...errors import CatalogError, UsageError
-from ...outputs import claim_output, commit, remove_temps, sha256_file, temp_name, write_atomic, write_json
+from ...outputs import claim_output, commit, fsync, remove_temps, sha256_file, temp_name, write_atomic, write_json
 from ..arrays import ENCODINGS
 from .samples import encode_sample, plan_sample
 from .tar import RECORD, TarShard, archive_size
@@ -404,7 +404,7 @@ def _export_with(index, out, options, workers, progress, t0, digests) -> ExportR
                 counted["skipped"] += sum(e["skipped"].values())
                 if e["count"]:
                     yield task(e)
-            os.fsync(f.fileno())
+            fsync(f.fileno())
         finished["planning"] = True
 
     tell()
@@ -415,7 +415,7 @@ def _export_with(index, out, options, workers, progress, t0, digests) -> ExportR
             done[info.url] = info
             log_f.write(json.dumps(asdict(info)) + "\n")
             log_f.flush()
-            os.fsync(log_f.fileno())
+            fsync(log_f.fileno())
             counted["samples"] += info.nsamples
             tell()
             if time.monotonic() - last_manifest > MANIFEST_EVERY_S:
