@@ -2,11 +2,14 @@
 
 Pages are static HTML/CSS/JS from ``static/`` (vanilla JavaScript, nothing fetched from elsewhere);
 the data are JavaScript files under ``data/`` that hand one JSON payload each to the page
-(``secoData("map", {...})``). Script files rather than ``.json`` fetched by XHR: browsers refuse
-``fetch`` from ``file://`` pages, and the static site must work opened from disk as well as from any
-web server. Links to catalog files (thumbnails, GeoTIFFs, item JSON) are ``asset_base`` + the href in
-``items.parquet`` (relative to the catalog root): ``/`` under ``seco-data catalog serve``, and the
-relative path from the site folder to the catalog in a static site.
+(``secoData("map", {...})``): ``meta.js``, ``map.js`` and ``patches.js`` (packed typed arrays,
+:mod:`.pack`) and ``loc/<k>.js`` (the details of 128 locations). Script files rather than ``.json``
+or binary files fetched by XHR: browsers refuse ``fetch`` from ``file://`` pages, and the static site
+must work opened from disk as well as from any web server. Links to catalog files (thumbnails,
+GeoTIFFs, item JSON) are ``asset_base`` + the href in ``items.parquet`` (relative to the catalog
+root): ``/`` under ``seco-data catalog serve``, and the relative path from the site folder to the
+catalog in a static site. Where a STAC API serves the catalog (``api_base``, e.g. ``/api/``), the
+location page links each item there too: the compact layout has no item JSON files.
 """
 
 from __future__ import annotations
@@ -62,14 +65,17 @@ class Site:
     ``site.get(path)`` answers a path relative to the viewer's mount point (``""`` is
     ``index.html``) with ``(body, content_type)``, or None for an unknown path. The data are read
     from ``items.parquet`` on first use and read again when the index or the collection changes.
+    ``api_base``: where the catalog's STAC API answers (``/api/`` under ``seco-data catalog serve``),
+    for links to the items; None for none.
     """
 
-    def __init__(self, root: str | Path, asset_base: str = "/"):
+    def __init__(self, root: str | Path, asset_base: str = "/", api_base: str | None = None):
         self.root = Path(root)
         if not (self.root / COLLECTION).is_file() or not (self.root / INDEX).is_file():
             raise CatalogError(f"{self.root} is not a seco catalog (no {COLLECTION} or {INDEX})",
                                hint="point at the --out folder of `seco-data sample` or `seco-data import`")
         self.asset_base = asset_base if asset_base.endswith("/") else asset_base + "/"
+        self.api_base = None if api_base is None else api_base.rstrip("/") + "/"
         self._static = _static_files()
         self._lock = threading.Lock()
         self._stamp: tuple | None = None
@@ -96,9 +102,11 @@ class Site:
             if name in self._cache:
                 return self._cache[name]
             if name == "meta.js":
-                body = _script("meta", data.meta(self.asset_base))
+                body = _script("meta", data.meta(self.asset_base, self.api_base))
             elif name == "map.js":
                 body = _script("map", data.map())
+            elif name == "patches.js":
+                body = _script("patches", data.patches())
             elif name.startswith("loc/") and name.endswith(".js") and name[4:-3].isdigit():
                 chunk = data.chunk(int(name[4:-3]))
                 if chunk is None:
@@ -131,8 +139,9 @@ class Site:
         yield LAND, basemap.land_png()
         with self._lock:
             data = self._current()
-        yield "data/meta.js", _script("meta", data.meta(self.asset_base))
+        yield "data/meta.js", _script("meta", data.meta(self.asset_base, self.api_base))
         yield "data/map.js", _script("map", data.map())
+        yield "data/patches.js", _script("patches", data.patches())
         for k in data.chunk_ids():
             yield f"data/loc/{k}.js", _script(f"loc/{k}", data.chunk(k))
 

@@ -4,10 +4,12 @@
 (function () {
   const store = {};
   const waiting = {};
+  const arrived = {}; // when each data file had run (ms since navigation start)
 
   /* Data files are scripts that call secoData(name, payload): they load from file:// too. */
   window.secoData = function (name, payload) {
     store[name] = payload;
+    arrived[name] = performance.now();
     (waiting[name] || []).forEach((w) => w.resolve(payload));
     delete waiting[name];
   };
@@ -31,6 +33,51 @@
       document.head.appendChild(s);
     });
   }
+
+  /* Packed typed arrays (seco_data/serve/viewer/pack.py): one deflate stream of byte-shuffled
+     columns, in base64. Inflated by the browser (DecompressionStream), nothing fetched: file:// works. */
+  const TYPED = { u8: Uint8Array, i8: Int8Array, u16: Uint16Array, i16: Int16Array, u32: Uint32Array,
+    i32: Int32Array, f32: Float32Array, f64: Float64Array };
+  function fromBase64(text) {
+    if (Uint8Array.fromBase64) return Uint8Array.fromBase64(text);
+    const bin = atob(text), out = new Uint8Array(bin.length);
+    for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+    return out;
+  }
+  async function unpack(payload) {
+    if (!payload || payload.packed !== 1 || payload.encoding !== "deflate") throw new Error("unknown data format");
+    if (typeof DecompressionStream === "undefined") {
+      throw new Error("this browser cannot inflate the data (no DecompressionStream): use a current Chrome, Firefox or Safari");
+    }
+    const t0 = performance.now();
+    const z = fromBase64(payload.data);
+    const t1 = performance.now();
+    const stream = new Blob([z]).stream().pipeThrough(new DecompressionStream("deflate"));
+    const raw = new Uint8Array(await new Response(stream).arrayBuffer());
+    const t2 = performance.now();
+    if (raw.length !== payload.bytes) throw new Error("the data are truncated (" + raw.length + " of " + payload.bytes + " bytes)");
+    const out = {};
+    for (const [name, c] of Object.entries(payload.columns)) {
+      const T = TYPED[c.type], k = T.BYTES_PER_ELEMENT, n = c.length;
+      let a;
+      if (c.shuffle) {
+        const bytes = new Uint8Array(n * k);
+        for (let b = 0; b < k; b++) {
+          const src = raw.subarray(c.offset + b * n, c.offset + (b + 1) * n);
+          for (let i = 0, j = b; i < n; i++, j += k) bytes[j] = src[i];
+        }
+        a = new T(bytes.buffer, 0, n);
+      } else {
+        a = new T(raw.buffer, c.offset, n); // offsets are multiples of 8
+      }
+      if (c.delta) for (let i = 1; i < n; i++) a[i] += a[i - 1]; // wraps around like the Python side
+      out[name] = a;
+    }
+    unpack.timings = { base64_ms: t1 - t0, inflate_ms: t2 - t1, columns_ms: performance.now() - t2 };
+    return out;
+  }
+  /* the largest value of an unsigned typed array's type: "none" in the packed columns */
+  const noneOf = (a) => 2 ** (8 * a.BYTES_PER_ELEMENT) - 1;
 
   function el(tag, attrs, ...children) {
     const e = document.createElement(tag);
@@ -82,7 +129,7 @@
     const counts = document.getElementById("headcounts");
     if (counts) {
       const c = meta.counts;
-      const parts = [fmt.plural(c.locations, "location"), fmt.plural(c.items, "item"),
+      const parts = [fmt.plural(c.locations, "location"), fmt.plural(c.patches, "patch", "patches"),
         fmt.plural(meta.seasons.count, "season")];
       if (meta.source && meta.source.synthetic) parts.push("synthetic pixels");
       counts.textContent = parts.join(" · ");
@@ -127,5 +174,5 @@
   const CATEGORICAL = ["#0f766e", "#2563eb", "#d97706", "#9333ea", "#dc2626", "#0891b2", "#65a30d", "#db2777",
     "#4b5563", "#7c3aed"];
 
-  window.seco = { loadData, el, fmt, assetUrl, header, showError, startPage, chunkOf, ramp, CATEGORICAL };
+  window.seco = { loadData, arrived, unpack, noneOf, el, fmt, assetUrl, header, showError, startPage, chunkOf, ramp, CATEGORICAL };
 })();

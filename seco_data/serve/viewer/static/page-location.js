@@ -1,6 +1,8 @@
 /* seco viewer, location page (location.html#<location id>): its seasons side by side, with their
  * quicklooks, dates, cloud and coverage, scene ids and links to the GeoTIFFs and the item JSON.
- * Loads data/meta.js and the one chunk data/loc/<id // chunk>.js that holds this location. */
+ * Loads data/meta.js and the one chunk data/loc/<id // chunk>.js that holds this location.
+ * Compact layout: one item and one file per resolution for all the seasons, and one quicklook strip
+ * (the seasons side by side, by season) shown cropped to each season's square. */
 "use strict";
 
 (async function () {
@@ -19,28 +21,41 @@
   const NS = Math.max(meta.seasons.count, 1);
   const dataAssets = meta.assets.filter((a) => a.kind !== "thumbnail");
   const thumbKeys = meta.assets.filter((a) => a.kind === "thumbnail").map((a) => a.key);
-  let gallery = []; // [{url, caption}] of the seasons with a quicklook, for the lightbox
+  let gallery = []; // [{url, caption, crop}] of the seasons with a quicklook, for the lightbox
 
   function assetLabel(a) {
     if (a.kind === "data") return "GeoTIFF " + (a.gsd ? a.gsd + " m" : a.key);
     return a.key;
   }
 
-  function card(item, s, locId) {
+  /* a quicklook: the whole image, or one square of a strip (object-fit: cover shows a square of the
+     image's height; object-position picks which) */
+  function cropStyle(strip) {
+    return strip.count > 1 ? "object-fit: cover; object-position: " + ((100 * strip.index) / (strip.count - 1)).toFixed(4) + "% 50%" : null;
+  }
+  const apiItem = (id) => (meta.api_base ? meta.api_base + "collections/" + encodeURIComponent(meta.collection) +
+    "/items/" + encodeURIComponent(id) : null);
+  const range = (list) => (list.length > 1 && list[list.length - 1] - list[0] === list.length - 1
+    ? list[0] + "–" + list[list.length - 1] : list.join(", "));
+
+  function card(item, s, locId, place) {
     if (!item) {
       return el("article", { class: "season-card missing", dataset: { season: s } },
         el("div", { class: "thumb-missing" }, el("span", { text: "no item for " + fmt.season(s) })),
         el("header", { class: "card-head" }, el("span", { class: "season-badge", text: fmt.season(s) })));
     }
-    const thumbHref = thumbKeys.map((k) => item.assets[k]).find(Boolean);
+    const files = item.assets || place.assets || {}; // per-patch: the item's; compact: the location's
+    const id = item.id || place.id;
+    const thumbHref = thumbKeys.map((k) => files[k]).find(Boolean);
     const url = assetUrl(meta, thumbHref);
+    const crop = item.strip ? cropStyle(item.strip) : null;
     const caption = "#" + locId + " · " + fmt.season(s) + " · " + fmt.date(item.datetime) + " " +
-      fmt.time(item.datetime) + " · " + (item.scene_id || item.id);
+      fmt.time(item.datetime) + " · " + (item.scene_id || id);
     let thumb;
     if (url) {
       const n = gallery.length;
-      gallery.push({ url, caption });
-      const img = el("img", { class: "thumb-img", src: url, alt: "true-colour quicklook of " + item.id });
+      gallery.push({ url, caption, crop });
+      const img = el("img", { class: "thumb-img", src: url, style: crop, alt: "true-colour quicklook of " + id + " " + fmt.season(s) });
       thumb = el("button", { type: "button", class: "thumb", title: "open large", onclick: () => openBox(n) }, img);
       img.addEventListener("error", () => {
         thumb.replaceWith(el("div", { class: "thumb-missing" }, el("span", { text: "quicklook not found" }),
@@ -52,16 +67,22 @@
     }
     const row = (label, value, cls) => [el("dt", { text: label }), el("dd", { class: cls || null, text: value })];
     const links = [];
-    if (item.href) links.push(el("a", { href: assetUrl(meta, item.href), class: "item-link", text: "item JSON", type: "application/geo+json" }));
+    const json = item.href ? assetUrl(meta, item.href) : apiItem(id);
+    if (json) links.push(el("a", { href: json, class: "item-link", text: item.href ? "item JSON" : "item (STAC API)", type: "application/geo+json" }));
     for (const a of dataAssets) {
-      if (item.assets[a.key]) {
-        links.push(el("a", { href: assetUrl(meta, item.assets[a.key]), class: "asset-link", title: a.title || a.key,
-          dataset: { key: a.key }, text: assetLabel(a) }));
+      if (files[a.key]) {
+        const bands = item.bands && item.bands[a.key];
+        links.push(el("a", { href: assetUrl(meta, files[a.key]), class: "asset-link", dataset: { key: a.key },
+          title: (a.title || a.key) + (bands ? ": " + fmt.season(s) + " is band " + range(bands) + " of the file" : ""),
+          text: assetLabel(a) + (bands && bands.length ? " · bands " + range(bands) : "") }));
       }
     }
-    if (thumbHref) links.push(el("a", { href: url, class: "asset-link", dataset: { key: "thumbnail" }, text: "PNG" }));
+    if (thumbHref) {
+      links.push(el("a", { href: url, class: "asset-link", dataset: { key: "thumbnail" },
+        text: (/\.png$/i.test(thumbHref) ? "PNG" : "JPEG") + (item.strip && item.strip.count > 1 ? " (all seasons)" : "") }));
+    }
     const win = item.window && item.window.length === 2 ? fmt.date(item.window[0]) + " – " + fmt.date(item.window[1]) : "–";
-    return el("article", { class: "season-card", dataset: { season: s, item: item.id } },
+    return el("article", { class: "season-card", dataset: { season: s, item: id } },
       el("div", { class: "thumb-wrap" }, thumb),
       el("header", { class: "card-head" },
         el("span", { class: "season-badge", text: fmt.season(s) }),
@@ -74,8 +95,8 @@
         row("patch cloud", fmt.frac(item.pcloud, 2), "pcloud"),
         row("valid pixels", fmt.frac(item.valid, 1), "valid"),
         row("season window", win),
-        row("source", item.source || "–"),
-        row("item", item.id, "item-id mono")),
+        row("source", place.source || "–"),
+        row("item", id, "item-id mono")),
       el("div", { class: "links" }, links));
   }
 
@@ -93,6 +114,10 @@
     ctx.beginPath(); ctx.arc(x, y, 5, 0, 2 * Math.PI); ctx.fill(); ctx.stroke();
   }
 
+  async function chunkFor(id) {
+    try { return await loadData("loc/" + chunkOf(meta, id)); } catch (e) { return null; }
+  }
+
   function navLink(a, loc) {
     if (loc === null || loc === undefined) { a.hidden = true; return; }
     a.hidden = false;
@@ -108,12 +133,7 @@
     box.replaceChildren();
     gallery = [];
     if (!isFinite(id)) { showError("no location given: open this page as location.html#<location id>"); return; }
-    const k = chunkOf(meta, id);
-    const ci = meta.chunks.findIndex((c) => c.k === k);
-    let chunk = null;
-    if (ci >= 0) {
-      try { chunk = await loadData("loc/" + k); } catch (e) { showError(e.message); return; }
-    }
+    const chunk = await chunkFor(id); // none: no location of this catalog near the id
     const at = chunk ? chunk.locations.findIndex((l) => l.loc === id) : -1;
     if (at < 0) { showError("location " + id + " is not in this catalog"); $("loc-name").textContent = "Location #" + id; return; }
     const loc = chunk.locations[at];
@@ -124,14 +144,13 @@
     $("loc-sub").replaceChildren(
       el("span", { class: "mono", text: fmt.lat(loc.lat) + ", " + fmt.lon(loc.lon) }),
       el("span", { text: seasons.size + " of " + NS + " seasons" }),
-      el("span", { text: fmt.plural(loc.items.length, "item") }),
+      el("span", { text: fmt.plural(loc.items.length, "patch", "patches") }),
       el("span", { text: dates.length ? fmt.date(dates[0]) + " – " + fmt.date(dates[dates.length - 1]) : "" }));
-    navLink($("loc-prev"), at > 0 ? chunk.locations[at - 1].loc : ci > 0 ? meta.chunks[ci - 1].last : null);
-    navLink($("loc-next"), at < chunk.locations.length - 1 ? chunk.locations[at + 1].loc
-      : ci < meta.chunks.length - 1 ? meta.chunks[ci + 1].first : null);
+    navLink($("loc-prev"), at > 0 ? chunk.locations[at - 1].loc : chunk.prev);
+    navLink($("loc-next"), at < chunk.locations.length - 1 ? chunk.locations[at + 1].loc : chunk.next);
     const bySeason = new Map(loc.items.map((it) => [it.season, it]));
     const order = [...new Set([...Array(NS).keys(), ...bySeason.keys()])].sort((a, b) => a - b);
-    for (const s of order) box.append(card(bySeason.get(s), s, id));
+    for (const s of order) box.append(card(bySeason.get(s), s, id, loc));
     await drawLocator(loc.lon, loc.lat);
     window.__secoReady = performance.now();
     document.body.dataset.ready = "1";
@@ -143,6 +162,7 @@
     current = n;
     const g = gallery[n];
     $("lightbox-img").src = g.url;
+    $("lightbox-img").style.cssText = g.crop || "";
     $("lightbox-img").alt = g.caption;
     $("lightbox-caption").textContent = g.caption + "  (← → other seasons, Esc closes)";
     $("lightbox").hidden = false;

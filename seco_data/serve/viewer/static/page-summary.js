@@ -18,11 +18,13 @@
   const rate = c.candidates ? (100 * c.locations) / c.candidates : null;
   $("tiles").append(
     tile("locations kept", fmt.int(c.locations), c.requested ? "of " + fmt.int(c.requested) + " requested" : null, "locations"),
-    tile("items", fmt.int(c.items), fmt.plural(meta.seasons.count, "season") + " per location", "items"),
+    tile("patches", fmt.int(c.patches), "a location in one season; " + fmt.plural(meta.seasons.count, "season") + " per location", "patches"),
+    tile("STAC items", fmt.int(c.items), meta.layout === "compact" ? "one per location (compact layout)"
+      : "one per patch (per-patch layout)", "items"),
     tile("candidates drawn", fmt.int(c.candidates), rate === null ? null : fmt.pct(rate, 1) + " kept", "candidates"),
     tile("candidates rejected", fmt.int(c.rejected), null, "rejected"),
-    tile("quicklooks", fmt.int(meta.thumbnails), meta.thumbnails ? "PNG thumbnails" : "run seco-data catalog thumbnails",
-      "thumbnails"));
+    tile("quicklooks", fmt.int(meta.thumbnails), !meta.thumbnails ? "run seco-data catalog thumbnails"
+      : meta.layout === "compact" ? "one strip of the seasons per location" : "one per patch", "thumbnails"));
 
   function bars(box, rows, opts = {}) {
     box.replaceChildren();
@@ -59,7 +61,7 @@
   (function months() {
     const box = $("chart-months");
     const entries = Object.entries(info.dates_by_month || {});
-    if (!entries.length) { box.append(el("p", { class: "empty", text: "no items" })); return; }
+    if (!entries.length) { box.append(el("p", { class: "empty", text: "no patches" })); return; }
     const counts = Object.fromEntries(entries);
     const [y0, m0] = entries[0][0].split("-").map(Number), [y1, m1] = entries[entries.length - 1][0].split("-").map(Number);
     const all = [];
@@ -70,7 +72,7 @@
     const top = Math.max(1, ...all.map((e) => e[1]));
     const every = Math.ceil(all.length / 12);
     all.forEach(([key, n], i) => {
-      box.append(el("div", { class: "col", dataset: { key, count: n }, title: key + ": " + fmt.plural(n, "item") },
+      box.append(el("div", { class: "col", dataset: { key, count: n }, title: key + ": " + fmt.plural(n, "patch", "patches") },
         el("span", { class: "col-n", text: n ? fmt.int(n) : "" }),
         el("span", { class: "col-bar", style: "height:" + ((100 * n) / top).toFixed(2) + "%" }),
         el("span", { class: "col-label", text: i % every === 0 ? key : "" })));
