@@ -157,13 +157,19 @@ def stage(name: str, args: dict) -> dict:
         from bench_viewer import measure_viewer
 
         extra = measure_viewer(root, runs=args.get("runs", 3), browser=args.get("browser", True))
+        # the viewer's own peaks (CatalogData in its subprocess, the server): RUSAGE_CHILDREN would
+        # count this process's pages at fork too
+        extra["rss_override"] = max(extra.get("rss_peak_mb") or 0, extra.get("server_rss_peak_mb") or 0)
     elif name == "screen":
         extra = _screen(args["n"], release=args["release"])
     else:
         raise SystemExit(f"unknown stage {name}")
     seconds = time.perf_counter() - t0
-    return {"seconds": seconds, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "workers_rss_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, **extra}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    if "rss_override" in extra:
+        rss, workers = extra.pop("rss_override"), 0.0
+    return {"seconds": seconds, "rss_mb": rss, "workers_rss_mb": workers, **extra}
 
 
 def _screen(n: int, *, release: bool) -> dict:
@@ -318,8 +324,9 @@ def _summary(results: dict, sizes: list[int]) -> None:
               f" ({results[n]['files'] / n:.2f} per location); screen at 2640 m: overlap {released['overlap_rate']:.1%}"
               f" released vs {held['overlap_rate']:.1%} held ({released['drawn']:,} vs {held['drawn']:,} drawn)")
         v = results[n].get("viewer") or {}
-        if "page_ready_s" in v or "map_ready_s" in v:
-            print(f"           map page ready {v.get('page_ready_s', v.get('map_ready_s'))} s")
+        ready = {k: v[k] for k in v if "ready" in k and isinstance(v[k], (int, float))}
+        if ready:
+            print("           viewer: " + ", ".join(f"{k} {val:.2f} s" for k, val in ready.items()))
 
 
 def _files_summary(f: dict) -> None:

@@ -10,7 +10,7 @@ import traceback
 
 import click
 
-from seco_data.errors import BROKEN_PIPE, INTERNAL_ERROR, INTERRUPTED, SecoError, disk_full, is_disk_full
+from seco_data.errors import BROKEN_PIPE, INTERNAL_ERROR, INTERRUPTED, SecoError, disk_full, is_disk_full, redact
 
 
 def configure_logging(verbosity: int) -> None:
@@ -20,6 +20,17 @@ def configure_logging(verbosity: int) -> None:
     if verbosity < -1:
         level = logging.CRITICAL
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr, force=True)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_redact_record)
+
+
+def _redact_record(record: logging.LogRecord) -> bool:
+    """Passwords in URLs never reach the log (``https://u:pw@host`` -> ``https://***@host``)."""
+    text = record.getMessage()
+    clean = redact(text)
+    if clean != text:
+        record.msg, record.args = clean, None
+    return True
 
 
 def verbosity(ctx: click.Context) -> int:
@@ -81,7 +92,7 @@ class SecoGroup(click.Group):
                 err = disk_full(getattr(e, "filename", None) or "the output", e)
                 _error(err.one_line())
                 ctx.exit(err.exit_code)
-            msg = " ".join(str(e).split()) or type(e).__name__
+            msg = redact(" ".join(str(e).split())) or type(e).__name__
             _error(f"internal error: {type(e).__name__}: {msg} "
                    "(hint: rerun with -vv for the traceback and report it; collected data is safe to resume)")
             ctx.exit(INTERNAL_ERROR)

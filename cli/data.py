@@ -11,7 +11,8 @@ from seco_data import __version__
 from seco_data.catalog.layout import CATALOG, INDEX
 
 from .base import quiet, root_group
-from .options import json_option, load_recipe_from, out_option, overwrite_option, recipe_options, workers_option
+from .options import (json_option, load_recipe_from, out_option, overwrite_option, recipe_options, repair_option,
+                      workers_option)
 from .progress import Bar
 
 
@@ -26,9 +27,10 @@ def main():
 @workers_option(help="Parallel workers: processes for the simulator, threads for remote sources [default: cores, "
                      "or 8 threads for remote sources].")
 @overwrite_option()
+@repair_option()
 @json_option()
 @click.pass_context
-def sample(ctx, out, workers, overwrite, as_json, **opts):
+def sample(ctx, out, workers, overwrite, repair, as_json, **opts):
     """Collect N locations x seasons of patches (resumable: rerun the same command after a stop).
 
     \b
@@ -40,7 +42,7 @@ def sample(ctx, out, workers, overwrite, as_json, **opts):
     recipe = load_recipe_from(opts)
     out = out or Path("data") / recipe.name
     with Bar("sampling", quiet=quiet(ctx), shown=("rejected",)) as bar:
-        report = run_sample(recipe, out, workers=workers, progress=bar, overwrite=overwrite)
+        report = run_sample(recipe, out, workers=workers, progress=bar, overwrite=overwrite, repair=repair)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet(ctx):
@@ -50,7 +52,8 @@ def sample(ctx, out, workers, overwrite, as_json, **opts):
 def _summary(r) -> str:
     lines = [
         f"collected {r.accepted}/{r.requested} locations, {r.patches} patches in {r.seconds:.1f} s"
-        + (" (resumed)" if r.resumed else ""),
+        + (" (resumed)" if r.resumed else "")
+        + (f"; {r.repaired} damaged locations collected again" if r.repaired else ""),
         f"candidates drawn: {r.candidates}; locations rejected: "
         + (", ".join(f"{k} {v}" for k, v in sorted(r.rejections.items())) or "none"),
         "scenes skipped: " + (", ".join(f"{k} {v}" for k, v in sorted(r.skipped_scenes.items())) or "none"),

@@ -41,6 +41,21 @@ def _seasons(ctx, param, value):
         raise click.BadParameter("a comma-separated list of season indices, e.g. 0,1,2") from None
 
 
+def _unfinished_catalog(catalog: Path) -> str | None:
+    """A note when the catalog holds fewer locations than it was asked for (its sampling stopped)."""
+    from seco_data.catalog.layout import COLLECTION
+
+    try:
+        stats = json.loads((Path(catalog) / COLLECTION).read_text("utf-8")).get("seco:stats") or {}
+    except (OSError, ValueError):
+        return None
+    have, want = stats.get("locations"), stats.get("requested")
+    if isinstance(have, int) and isinstance(want, int) and have < want:
+        return (f"the catalog holds {have} of the {want} locations asked for (its collection did not finish); "
+                "export again after it does: only new shards are written")
+    return None
+
+
 def _formats():
     from seco_data.export import FORMATS
 
@@ -115,6 +130,9 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
                        f"{r.bytes / 1e9:.2f} GB in {r.seconds:.1f} s ({r.bytes / 1e6 / max(r.seconds, 1e-9):.0f} MB/s)"
                        + (f"; {r.reused_shards} shards kept from an earlier run" if r.reused_shards else ""))
             click.echo(f"locations skipped: {skipped}")
+            short = _unfinished_catalog(catalog)
+            if short:
+                click.echo(f"note: {short}")
             click.echo(f"manifest: {out / MANIFEST} (also a wids index)")
             click.echo(f"next: seco-data verify {out}")
         return
@@ -161,6 +179,9 @@ def verify_cmd(ctx, path, workers, as_json):
     if not r.ok:
         more = " (first 100 listed)" if len(r.problems) > 100 else ""
         raise VerifyError(f"{len(r.problems)} problems in {r.checked} {what} of {r.root}{more}",
-                          hint="re-export the shards, or re-collect the locations at fault (`seco-data sample` resumes)")
+                          hint=("delete the shards at fault and rerun the same `seco-data export`: it writes them again"
+                                if r.kind == "shards" else
+                                "rerun the same `seco-data sample` (or `seco-data import`) command with --repair full: "
+                                "it collects the damaged locations again"))
     if not as_json and not quiet(ctx):
         click.echo(f"OK: {r.checked} {what}, {r.samples} {unit}, {r.bytes / 1e6:.1f} MB verified in {r.root}")

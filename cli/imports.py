@@ -10,7 +10,7 @@ import click
 from seco_data.catalog.layout import CATALOG, INDEX
 
 from .base import SecoCommand, quiet
-from .options import RegistryChoice, json_option, out_option, overwrite_option, workers_option
+from .options import RegistryChoice, json_option, out_option, overwrite_option, repair_option, workers_option
 from .progress import Bar
 
 
@@ -44,9 +44,10 @@ def _products():
 @click.option("--layout", type=RegistryChoice(_layouts), default="compact", show_default=True,
               help="Catalog layout: compact (4 files per location) or per-patch (a JSON item and files per season).")
 @click.option("--thumbnails/--no-thumbnails", default=True, show_default=True, help="Draw quicklooks.")
+@repair_option()
 @json_option()
 @click.pass_context
-def import_cmd(ctx, kind, src, out, product, workers, overwrite, limit, layout, thumbnails, as_json):
+def import_cmd(ctx, kind, src, out, product, workers, overwrite, limit, layout, thumbnails, repair, as_json):
     """Catalog the released SeCo-100K/1M (seco) or SSL4EO-S12 (ssl4eo) folders at SRC into OUT.
 
     Pixels are kept bit for bit (re-encoded losslessly, one GeoTIFF per resolution); OUT is a STAC
@@ -60,7 +61,7 @@ def import_cmd(ctx, kind, src, out, product, workers, overwrite, limit, layout, 
 
     with Bar("importing", quiet=quiet(ctx), shown=("skipped",)) as bar:
         report = import_dataset(kind, src, out, product=product, workers=workers, overwrite=overwrite,
-                                progress=bar, limit=limit, layout=layout, thumbnails=thumbnails)
+                                progress=bar, limit=limit, layout=layout, thumbnails=thumbnails, repair=repair)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
     elif not quiet(ctx):

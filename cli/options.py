@@ -67,6 +67,15 @@ def overwrite_option(help: str = "Replace an earlier output made with other sett
     return click.option("--overwrite", is_flag=True, help=help)
 
 
+def repair_option():
+    """``--repair [quick|full]``: check the files of what is already collected, and collect again
+    the locations at fault."""
+    return click.option(
+        "--repair", type=click.Choice(["quick", "full"]), default=None, is_flag=False, flag_value="quick",
+        help="First check the files of the locations already collected (quick: each exists with its recorded "
+             "size; full: and its sha256) and collect the damaged ones again.")
+
+
 def json_option(help: str = "Print the summary as JSON."):
     return click.option("--json", "as_json", is_flag=True, help=help)
 

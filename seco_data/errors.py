@@ -8,6 +8,8 @@ reader of our output went away, e.g. ``| head``).
 
 from __future__ import annotations
 
+import re
+
 #: exit code -> meaning (README "CLI reference")
 EXIT_CODES = {
     0: "success",
@@ -42,8 +44,28 @@ class SecoError(Exception):
             self.hint = hint
 
     def one_line(self) -> str:
-        msg = " ".join(str(self).split())
-        return f"{msg} (hint: {self.hint})" if self.hint else msg
+        msg = " ".join(original_message(str(self)).split())
+        return redact(f"{msg} (hint: {self.hint})" if self.hint else msg)
+
+
+_USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)[^/@\s'\"]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the user and password of every URL in it replaced by ``***``
+    (``https://u:pw@host/x`` -> ``https://***@host/x``): for anything printed, logged or stored."""
+    return _USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+
+
+def original_message(text: str) -> str:
+    """The message of an error re-raised from a worker process with the worker's traceback in it
+    (PyTorch's DataLoader does this): its last line, without the exception's class name."""
+    if "Original Traceback" not in text:
+        return text
+    lines = [line for line in text.splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else text
+    name, sep, rest = last.partition(": ")
+    return rest if sep and re.fullmatch(r"[\w.]+", name) else last
 
 
 class UsageError(SecoError, ValueError):
@@ -148,12 +170,32 @@ class WorkerDied(SecoError):
             "to resume, with fewer --workers if memory is short")
 
 
-def disk_full(path, e: OSError) -> DiskFullError:
+def disk_full(path, e: BaseException) -> DiskFullError:
     """The error for ``ENOSPC`` / ``EDQUOT`` while writing ``path``."""
-    return DiskFullError(f"no space left on the device while writing {path} ({e.strerror or e})")
+    why = getattr(e, "strerror", None) or " ".join(str(e).split()) or "no space left"
+    return DiskFullError(f"no space left on the device while writing {path} ({why})")
+
+
+_FULL = ("no space left on device", "database or disk is full", "disk quota exceeded")
 
 
 def is_disk_full(e: BaseException) -> bool:
+    """ENOSPC/EDQUOT, however the library that met it says so (OSError, SQLite, pyarrow)."""
     import errno
+    import sqlite3
 
-    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return isinstance(e, (OSError, sqlite3.Error)) and any(m in str(e).lower() for m in _FULL)
+
+
+def no_space_left(folder) -> bool:
+    """Whether the file system holding ``folder`` is (nearly) full: for writers whose errors do not
+    say why they failed (torch.save: "file write failed")."""
+    import os
+
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20

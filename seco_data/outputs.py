@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from . import __version__
-from .errors import OutputError, disk_full, is_disk_full
+from .errors import OutputError, disk_full, is_disk_full, no_space_left
 
 #: whether writes are synced to disk (``SECO_FSYNC=0`` turns it off, see the module docstring)
 FSYNC = os.environ.get("SECO_FSYNC", "1").strip().lower() not in ("0", "false", "no", "off")
@@ -112,7 +112,7 @@ def atomic_path(path: str | Path, *, durable: bool = True):
     except BaseException as e:
         with contextlib.suppress(OSError):
             tmp.unlink()
-        if is_disk_full(e):
+        if is_disk_full(e) or (isinstance(e, Exception) and no_space_left(path.parent)):
             raise disk_full(path, e) from None
         raise
     commit(tmp, path, durable=durable)
@@ -216,18 +216,26 @@ def remove_temps(folder: str | Path) -> int:
 
 
 class Lock:
-    """The exclusive lock on a folder (``flock`` on ``<folder>/.seco.lock``).
+    """The lock on a folder (``flock`` on ``<folder>/.seco.lock``): exclusive for a writer, ``shared``
+    for readers that need it to stay as it is (an export reading a catalog: a ``sample`` growing it
+    waits, and an export does not start while one writes).
 
     Processes forked while it is held share it, so a rerun cannot start while a killed run's worker
     is still writing. ``wait_s`` gives the workers of a killed run time to notice and exit.
     """
 
-    def __init__(self, folder: str | Path, *, wait_s: float = 30.0, what: str = "writing to"):
+    def __init__(self, folder: str | Path, *, wait_s: float = 30.0, what: str = "writing to", shared: bool = False):
         self.folder = Path(folder)
-        self.wait_s, self.what = wait_s, what
+        self.wait_s, self.what, self.shared = wait_s, what, shared
         self.fd: int | None = None
 
     def acquire(self) -> "Lock":
+        if self.shared:
+            try:  # a reader never creates the lock file (the folder may be read-only)
+                fd = os.open(self.folder / LOCK, os.O_RDONLY)
+            except OSError:
+                return self  # not a folder seco writes to: nothing to wait for
+            return self._wait(fd, fcntl.LOCK_SH)
         try:
             fd = os.open(self.folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:
@@ -235,17 +243,20 @@ class Lock:
                 raise disk_full(self.folder / LOCK, e) from None
             raise OutputError(f"cannot write to {self.folder}: {e.strerror or e}",
                               hint="choose a folder you can write to with --out") from None
+        return self._wait(fd, fcntl.LOCK_EX)
+
+    def _wait(self, fd: int, mode: int) -> "Lock":
         deadline = time.monotonic() + self.wait_s
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 self.fd = fd
                 return self
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     os.close(fd)
                     raise OutputError(f"another seco process is {self.what} {self.folder}",
-                                      hint="wait for it to finish, or stop it; then rerun to resume") from None
+                                      hint="wait for it to finish, or stop it; then rerun") from None
                 time.sleep(0.1)
 
     def release(self) -> None:
@@ -260,9 +271,9 @@ class Lock:
         self.release()
 
 
-def lock(folder: str | Path, *, wait_s: float = 30.0, what: str = "writing to") -> Lock:
+def lock(folder: str | Path, *, wait_s: float = 30.0, what: str = "using", shared: bool = False) -> Lock:
     """The lock on ``folder``, as a context manager (see :class:`Lock`)."""
-    return Lock(folder, wait_s=wait_s, what=what)
+    return Lock(folder, wait_s=wait_s, what=what, shared=shared)
 
 
 # -- the output folder --------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import yaml
 from .bands import BANDS, PRODUCT_BANDS, canonical, group_by_resolution
 from .config import Schema, apply_overrides, build, load_mapping, to_plain
 from .config import parse_override as _parse_override
-from .errors import RecipeError
+from .errors import RecipeError, redact
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,11 @@ class Recipe:
         return group_by_resolution(self.bands)
 
     def to_dict(self) -> dict[str, Any]:
-        return to_plain(self)
+        """The recipe as plain data, as recorded (catalog, ledger, ``recipe show``): passwords in
+        source URLs are redacted (the live recipe keeps them)."""
+        d = to_plain(self)
+        d["source_options"] = {k: redact(v) if isinstance(v, str) else v for k, v in (d.get("source_options") or {}).items()}
+        return d
 
     def fingerprint(self) -> str:
         """Hash of everything that determines the dataset's content (not its size)."""

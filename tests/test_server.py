@@ -467,8 +467,8 @@ def test_viewer_route(demo_catalog, monkeypatch):
     built = []
 
     class Site:
-        def __init__(self, root, asset_base):
-            built.append((Path(root), asset_base))
+        def __init__(self, root, asset_base, api_base=None):
+            built.append((Path(root), asset_base, api_base))
 
         def get(self, path):
             pages = {"": (b"<html>index</html>", "text/html; charset=utf-8"),
@@ -483,7 +483,7 @@ def test_viewer_route(demo_catalog, monkeypatch):
         assert status == 200 and body == b"js" and headers["content-type"].startswith("text/javascript")
         assert request(url, "/viewer/nope.html")[0] == 404
         assert request(url, "/viewer")[1]["location"] == "/viewer/"
-        assert built == [(demo_catalog.resolve(), "/")]  # built once per server
+        assert built == [(demo_catalog.resolve(), "/", "/api/")]  # built once per server, linking its STAC API
     finally:
         server.shutdown()
         server.server_close()
@@ -504,7 +504,7 @@ def test_index_reloads_when_items_parquet_changes(demo_catalog, tmp_path):
 
 
 def test_search_pages_through_100k_items(demo_catalog, tmp_path):
-    """Correct pages at the size the issue asks to stay fast; the timings are in bench/bench_viewer.py."""
+    """Correct pages at the size the issue asks to stay fast; the timings are in bench/bench_scale.py (api)."""
     cols = make_big(demo_catalog, tmp_path / "big", 100_000, seed=1)
     server, url = start_server(tmp_path / "big")
     try:

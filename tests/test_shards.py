@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from helpers import index_items
 from seco_cli.data import main
-from seco_data.errors import OutputError, ShardError
+from seco_data.errors import OutputError, ShardError, UsageError
 from seco_data.export.reader import ShardReader, Split, current_split, expand_urls, iter_shard, split_shards
 from seco_data.export.webdataset import ShardOptions, export_webdataset
 from seco_data.export.verify import verify
@@ -129,8 +129,9 @@ def test_maxsize_band_season_selection_and_resampling(demo_catalog, tmp_path):
             np.testing.assert_array_equal(arr[s, 0], _pixels(its[season], "B04"))
             np.testing.assert_array_equal(arr[s, 1], np.repeat(np.repeat(_pixels(its[season], "B8A"), 2, 0), 2, 1))
             np.testing.assert_array_equal(arr[s, 2], np.repeat(np.repeat(_pixels(its[season], "B01"), 6, 0), 6, 1))
-    r = export_webdataset(demo_catalog, tmp_path / "t", options=ShardOptions(seasons=(0, 9)))
-    assert r.samples == 0 and r.skipped == {"missing_season": 5}
+    with pytest.raises(UsageError, match=r"missing_season 5\): nothing exported") as e:
+        export_webdataset(demo_catalog, tmp_path / "t", options=ShardOptions(seasons=(0, 9)))
+    assert "(0..3)" in e.value.hint
 
 
 @pytest.mark.parametrize("world,workers,n", [(1, 1, 3), (2, 1, 5), (2, 3, 7), (3, 2, 13), (4, 4, 16)])

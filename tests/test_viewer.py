@@ -721,8 +721,11 @@ def test_list_entry_opens_the_location_page(browser, any_served):
     assert str(location) in browser.find_element(By.ID, "loc-name").text
     card = cards[1]["card"]
     links = card.find_elements(By.CSS_SELECTOR, "a.item-link")
-    if _layout(root) == "compact":
-        assert not links  # no item JSON in the compact layout (and no STAC API link unless the server gives one)
+    if _layout(root) == "compact":  # no item JSON: the server links the location's item in its STAC API
+        assert len(links) == 1 and "/api/collections/" in links[0].get_attribute("href")
+        with urllib.request.urlopen(links[0].get_attribute("href")) as r:
+            item = json.loads(r.read())
+        assert item["properties"]["seco:location"] == location and len(item["properties"]["seco:seasons"]) >= 2
         assert "bands 5–8" in card.find_element(By.CSS_SELECTOR, 'a.asset-link[data-key="data_10m"]').text
     else:  # the link reaches the item JSON through the server
         with urllib.request.urlopen(links[0].get_attribute("href")) as r:
@@ -831,7 +834,7 @@ def test_many_points_are_drawn_as_pixels(browser, many_catalog):
         assert st["locations"] == st["drawn"] == 40_000 and st["items"] == 160_000
         canvas = browser.find_element(By.ID, "map")
         x, y = browser.execute_script(f"return window.__secoPointOf({LONELY})")
-        pixel = f"""const c = document.getElementById('map'), r = window.devicePixelRatio || 1;
+        pixel = """const c = document.getElementById('map'), r = window.devicePixelRatio || 1;
             return [...c.getContext('2d').getImageData(Math.floor(%s * r), Math.floor(%s * r), 1, 1).data];"""
         assert browser.execute_script(pixel % (x, y))[:3] == [0x0f, 0x76, 0x6e]  # the accepted colour
         assert browser.execute_script(pixel % (x + 30, y + 30))[:3] != [0x0f, 0x76, 0x6e]  # open sea

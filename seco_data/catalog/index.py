@@ -358,6 +358,27 @@ class IndexFile:
     def read_row_group(self, g: int):
         return self._guard(self.file.read_row_group, g)
 
+    def read_groups(self, groups: list[int], columns: list[str], fields: dict[str, set] | None = None):
+        """The given row groups, of ``columns`` (those present); of a nested column named in ``fields``
+        only the struct fields listed there (``{"seco:seasons": {"datetime"}}``)."""
+        paths: list[str] = []
+        leaves = [self.file.schema.column(i).path for i in range(len(self.file.schema))]
+        for c in (c for c in columns if c in self.names):
+            keep = (fields or {}).get(c)
+            if keep is None:
+                paths.append(c)
+                continue
+            mine = [p for p in leaves if p.startswith(c + ".")]
+            picked = [p for p in mine if _leaf_field(p) in keep]
+            paths += picked or [c]
+        return self._guard(self.file.read_row_groups, groups, columns=paths)
+
+
+def _leaf_field(path: str) -> str | None:
+    """The struct field of a parquet leaf path under a list (``a.list.element.b`` -> ``b``)."""
+    parts = [p for p in path.split(".")[1:] if p not in ("list", "element", "item")]
+    return parts[0] if parts else None
+
 
 #: per-season fields :func:`season_table` gives: name -> (per-patch column, compact ``seco:seasons`` field)
 SEASON_FIELDS = {
@@ -415,6 +436,27 @@ def season_table(index: "IndexFile", fields: list[str], location_columns: list[s
 
 
 _TIMES = ("datetime", "start_datetime", "end_datetime", "created", "updated")
+
+
+class _InMemory:
+    """A table as :func:`season_table` reads an index (``names``, ``read``)."""
+
+    def __init__(self, table):
+        self.table, self.names = table, table.column_names
+
+    def read(self, columns):
+        return self.table.select([c for c in columns if c in self.names])
+
+
+def iter_season_tables(index: "IndexFile", fields: list[str], location_columns: list[str] = ()):
+    """:func:`season_table` one row group at a time, reading of ``seco:seasons`` only the fields
+    asked for: memory bounded by a row group at any catalog size."""
+    keys = {SEASON_FIELDS[f][1] for f in fields}
+    per_patch = [SEASON_FIELDS[f][0] for f in fields]
+    columns = ["seco:location", *location_columns, *(["seco:seasons"] if "seco:seasons" in index.names else per_patch)]
+    for g in range(len(index.row_group_sizes())):
+        t = index.read_groups([g], columns, fields={"seco:seasons": keys})
+        yield season_table(_InMemory(t), fields, location_columns)
 
 
 def items_of(table) -> Iterator[dict]:

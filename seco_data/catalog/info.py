@@ -7,31 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import CatalogError
-from .index import IndexFile, season_table
+from .index import IndexFile, iter_season_tables
+from .summary import NO_DAY, Summary
 from .layout import COLLECTION, INDEX
 
-CLOUD_BINS = [0, 5, 10, 20, 30, 50, 75, 100]  # scene cloud, percent
-CLOUD_LABELS = ["0-5%", "5-10%", "10-20%", "20-30%", "30-50%", "50-75%", "75-100%"]
-FRACTION_BINS = [0.0, 1e-9, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]  # first bin: exactly 0
-FRACTION_LABELS = ["0", "0-1%", "1-2%", "2-5%", "5-10%", "10-20%", "20-50%", "50-100%"]
-
-
-def _floats(values) -> np.ndarray:
-    """Numbers as float64, None as NaN (not counted by the histograms)."""
-    return np.array([np.nan if v is None else v for v in values], float) if values.dtype == object \
-        else values.astype(float)
-
-
-def _histogram(values: np.ndarray, edges: list[float], labels: list[str]) -> list[dict]:
-    """Counts per bin; bins are [lo, hi) except the last, which includes its upper edge."""
-    counts, _ = np.histogram(values, bins=edges)
-    return [{"bin": label, "count": int(c)} for label, c in zip(labels, counts)]
-
-
 def catalog_info(root: str | Path) -> dict:
-    """Summary of the catalog in ``root`` (reads ``collection.json`` and ``items.parquet``)."""
+    """Summary of the catalog in ``root`` (``collection.json``, and ``items.parquet`` read a row group
+    at a time, only the season fields the figures need)."""
     root = Path(root)
     coll_path = root / COLLECTION
     if not coll_path.is_file():
@@ -42,43 +27,24 @@ def catalog_info(root: str | Path) -> dict:
         raise CatalogError(f"cannot read {coll_path}: {e}") from None
     parquet = root / INDEX
     fields = ["season", "datetime", "scene_cloud", "cloud_fraction", "valid_fraction"]
+    summary = Summary()
+    rows = locations = 0
     if parquet.exists():
         index = IndexFile(parquet)
         rows = index.num_rows
-        t = season_table(index, fields)
-        data = {c: t.column(c).to_numpy(zero_copy_only=False) for c in fields + ["location"]}
-        days = t.column("datetime").cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-    else:
-        rows = 0
-        data = {c: np.array([]) for c in fields + ["location"]}
-        days = np.array([], np.int64)
-    patches = len(data["season"])
-    months = np.asarray(days, "datetime64[s]").astype("datetime64[M]")
-    by_month = dict(zip(*np.unique(months, return_counts=True))) if patches else {}
-    seasons = dict(zip(*np.unique(np.asarray(data["season"], np.int64), return_counts=True))) if patches else {}
-    stats = coll.get("seco:stats", {})
-    recipe = coll.get("seco:recipe", {})
-    interval = coll.get("extent", {}).get("temporal", {}).get("interval", [[None, None]])[0]
-    return {
-        "root": str(root),
-        "collection": coll.get("id"),
-        "source": coll.get("seco:source", {}),
-        "recipe": recipe.get("name"),
-        "requested": stats.get("requested"),
-        "layout": coll.get("seco:layout", "per-patch"),
-        "locations": int(len(np.unique(data["location"]))) if patches else 0,
-        "items": rows,
-        "patches": patches,
-        "items_per_season": {str(int(k)): int(v) for k, v in sorted(seasons.items())},
-        "bbox": coll.get("extent", {}).get("spatial", {}).get("bbox", [None])[0],
-        "start": interval[0],
-        "end": interval[1],
-        "dates_by_month": {str(k): int(v) for k, v in sorted(by_month.items())},
-        "scene_cloud_histogram": _histogram(_floats(data["scene_cloud"]), CLOUD_BINS, CLOUD_LABELS),
-        "patch_cloud_histogram": _histogram(_floats(data["cloud_fraction"]), FRACTION_BINS, FRACTION_LABELS),
-        "coverage_histogram": _histogram(1.0 - _floats(data["valid_fraction"]), FRACTION_BINS, FRACTION_LABELS),
-        "candidates": stats.get("candidates"),
-        "rejections": stats.get("rejections", {}),
-        "skipped_scenes": stats.get("skipped_scenes", {}),
-        "filters": recipe.get("filters", {}),
-    }
+        last = None
+        for t in iter_season_tables(index, fields):
+            day = t.column("datetime").cast(pa.timestamp("s", tz="UTC")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+            day = np.where(np.isnan(day.astype(float)), NO_DAY, day // 86400).astype(np.int64)
+            summary.add(_numbers(t.column("season")), day, _numbers(t.column("scene_cloud")),
+                        _numbers(t.column("cloud_fraction")), _numbers(t.column("valid_fraction")))
+            loc = t.column("location").to_numpy(zero_copy_only=False)
+            if len(loc):  # the index is ordered by location: count where it changes, across groups too
+                locations += int((loc[1:] != loc[:-1]).sum()) + int(loc[0] != last)
+                last = loc[-1]
+    return {"root": str(root), **summary.info(coll, items=rows, locations=locations)}
+
+
+def _numbers(col) -> np.ndarray:
+    """A numeric column as float64, NaN where null."""
+    return pc.fill_null(pc.cast(col, pa.float64()), float("nan")).to_numpy(zero_copy_only=False)

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import LedgerError
+from ..errors import LedgerError, disk_full, is_disk_full
 from ..grid import PatchGrid
 from .layout import THUMBNAIL
 
@@ -142,6 +142,8 @@ class Ledger:
                                   hint="it was made by another release of seco: collect into a new --out")
             self.clock = int(self.get("clock") or 0)
         except sqlite3.DatabaseError as e:
+            if is_disk_full(e):
+                raise disk_full(self.path, e) from None
             raise LedgerError(f"the ledger {self.path} is unreadable or corrupt ({e})") from None
 
     # -- transactions ---------------------------------------------------------------------------
@@ -151,11 +153,21 @@ class Ledger:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is None:
-            self.set("clock", str(self.clock))
-            self.db.execute("COMMIT")
+            try:
+                self.set("clock", str(self.clock))
+                self.db.execute("COMMIT")
+            except sqlite3.Error as e:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                if is_disk_full(e):
+                    raise disk_full(self.path, e) from None
+                raise
         else:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
             self.clock = int(self.get("clock") or 0)
+            if isinstance(exc, sqlite3.Error) and is_disk_full(exc):
+                raise disk_full(self.path, exc) from None
 
     def close(self) -> None:
         self.db.close()
@@ -237,6 +249,18 @@ class Ledger:
             self.db.execute("UPDATE candidates SET files = ?, version = ? WHERE idx = ?",
                             (json.dumps(new), self._tick(), location))
         return True
+
+    def reopen(self, locations) -> int:
+        """Put accepted locations back to pending (their files are damaged: to be collected again);
+        return how many. Their seasons and files are forgotten until they are accepted again."""
+        n = 0
+        for idx in locations:
+            cur = self.db.execute("UPDATE candidates SET status = 'pending', files = NULL, version = ?"
+                                  " WHERE idx = ? AND status = 'accepted'", (self._tick(), idx))
+            if cur.rowcount:
+                self.db.execute("DELETE FROM patches WHERE location = ?", (idx,))
+                n += 1
+        return n
 
     def requeue(self, reason: str) -> int:
         """Put candidates rejected for ``reason`` back to pending (a transient cause, e.g. an outage)."""

@@ -13,6 +13,8 @@ finished run) nothing is written at all.
 
 from __future__ import annotations
 
+import contextlib
+
 import json
 import logging
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from .item import (ItemSpec, LocationSpec, RasterFile, SeasonSpec, ThumbnailFile
 from .layout import (CATALOG, COLLECTION, INDEX, LEDGER, STATE, THUMBNAIL, files_dir, item_file, location_id,
                      locations_per_part, resolution_of)
 from .ledger import Ledger, LocationRow
+from .repair import damaged_locations
 from .writer import Aggregate, CollectionMeta, collection, item_files, root_catalog, subcatalog
 
 log = logging.getLogger(__name__)
@@ -295,15 +298,25 @@ def finalize(root: str | Path, ledger: Ledger | None = None, *, write_items: boo
 def rebuild(root: str | Path, *, locked: bool = False, force: bool = False) -> dict:
     """Bring ``root`` up to date with its ledger, under the catalog's lock unless the caller holds it
     (``locked``); rewrite every part with ``force``. Per-patch item JSONs of rebuilt parts are
-    rewritten too. Returns the collection."""
+    rewritten too. Refuses when files the ledger records are missing or not their recorded size
+    (:mod:`.repair`). Returns the collection."""
     root = Path(root)
     if not (root / LEDGER).is_file():
         raise CatalogError(f"{root} is not a seco catalog (no {LEDGER})",
                            hint="point at the --out folder of `seco-data sample` or `seco-data import`")
-    if locked:
-        return finalize(root, write_items=True, force=force).collection
-    with lock(root, what="writing to"):
-        return finalize(root, write_items=True, force=force).collection
+    with contextlib.ExitStack() as stack:
+        if not locked:
+            stack.enter_context(lock(root, what="writing to"))
+        ledger = Ledger(root / LEDGER)
+        stack.callback(ledger.close)
+        damage = damaged_locations(root, ledger, catalog_meta(ledger), mode="quick")
+        if damage:
+            where = sorted({d.location for d in damage})
+            raise CatalogError(
+                f"{len(where)} locations of {root} have missing or damaged files (e.g. {damage[0]}): "
+                "the index would list items without their files",
+                hint="rerun the same `seco-data sample` (or `seco-data import`) command with --repair to collect them again")
+        return finalize(root, ledger, write_items=True, force=force).collection
 
 
 __all__ = ["Finalized", "build_parts", "catalog_meta", "finalize", "index_digests", "index_state", "item_specs",

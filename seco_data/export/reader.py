@@ -79,7 +79,11 @@ def split_shards(shards: list[str], split: Split) -> list[str]:
 
 
 def expand_urls(urls: str | Path | Iterable[str | Path]) -> list[str]:
-    """Shard URLs from a folder, manifest, glob, brace pattern, URL, or a list of these (in order)."""
+    """Shard URLs from a folder, manifest, glob, brace pattern, URL, or a list of these (in order).
+
+    A folder or manifest must be a finished export (its ``shards.json`` says ``complete``): an
+    unfinished one is refused, naming how far it got; tars named explicitly (paths, globs) are read
+    as they are."""
     from braceexpand import braceexpand
 
     items = [urls] if isinstance(urls, (str, Path)) else list(urls)
@@ -91,13 +95,14 @@ def expand_urls(urls: str | Path | Iterable[str | Path]) -> list[str]:
             continue
         p = Path(s)
         if p.is_dir():
-            p = p / MANIFEST if (p / MANIFEST).exists() else p
-            if p.is_dir():
-                found = sorted(str(x) for x in p.glob("*.tar"))
-                if not found:
-                    raise ShardError(f"no shards (*.tar) in {p}", hint="point at the --out folder of `seco-data export`")
-                out.extend(found)
-                continue
+            if not (p / MANIFEST).exists():
+                n = len(list(p.glob("*.tar")))
+                raise ShardError(
+                    f"{p} has no {MANIFEST}" + (f" ({n} shards without one: an export that did not finish)" if n
+                                                else " and no shards"),
+                    hint=f"rerun the same `seco-data export` to finish it; to read whatever tars are there, pass them "
+                         f"explicitly ({p}/*.tar)")
+            p = p / MANIFEST
         if p.suffix == ".json" and p.is_file():
             out.extend(_from_manifest(p))
             continue
@@ -122,8 +127,12 @@ def _from_manifest(path: Path) -> list[str]:
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ShardError(f"cannot read the shard manifest {path}: {e}") from None
     if m.get("complete") is False:
-        log.warning("%s lists an unfinished export (%d shards so far): rerun `seco-data export` to finish it",
-                    path, len(shards))
+        planned = m.get("planned_shards")
+        raise ShardError(
+            f"{path} is an unfinished export: {len(shards)} shards ({m.get('samples', '?')} samples) written so far"
+            + (f" of {planned} planned" if planned else ""),
+            hint=f"rerun the same `seco-data export` to finish it; to read what is there, pass the tars explicitly "
+                 f"({path.parent}/*.tar)")
     base = path.parent
     return [u if "://" in u or u.startswith("/") else str(base / u) for u in shards]
 

@@ -57,10 +57,14 @@ def verify_shards(root: str | Path, *, workers: int = 2, progress: jobs.Progress
     manifest = root / MANIFEST if root.is_dir() else root
     try:
         m = json.loads(manifest.read_text("utf-8"))
-        entries = list(m["shardlist"])
+        entries = m["shardlist"]
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("url"), str)
+                                                    for e in entries):
+            raise ValueError("its shardlist is not a list of {url, nsamples, filesize, sha256} entries")
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ShardError(f"cannot read the shard manifest {manifest}: {e}",
-                         hint="point at the --out folder of `seco-data export`") from None
+                         hint="point at the --out folder of `seco-data export`; a damaged manifest is rewritten "
+                              "by rerunning the same export") from None
     base = manifest.parent
     report = VerifyReport("shards", base)
     if m.get("complete") is False:

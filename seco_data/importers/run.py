@@ -21,6 +21,7 @@ from .. import jobs
 from ..catalog.layout import LAYOUTS, LEDGER, remove_location
 from ..catalog.ledger import Ledger
 from ..catalog.rebuild import finalize
+from ..catalog.repair import reopen_damaged
 from ..errors import IncompleteError, UsageError
 from ..outputs import claim_output
 from .convert import convert_location, describe
@@ -88,13 +89,15 @@ def import_dataset(
     limit: int | None = None,
     layout: str = "compact",
     thumbnails: bool = True,
+    repair: str | None = None,
 ) -> ImportReport:
     """Import the released ``kind`` layout (``seco`` or ``ssl4eo``) at ``src`` as a catalog in ``out``.
 
     ``product`` (ssl4eo: ``s2c`` L1C or ``s2a`` L2A) defaults to the SRC folder's name, else ``s2c``.
     ``limit`` keeps the first N locations (by number); ``layout`` is the catalog's (``compact`` or
-    ``per-patch``). Locations already in ``out`` are kept (resume); unusable ones are skipped and
-    counted by reason. Raises :class:`IncompleteError` when none is usable.
+    ``per-patch``). Locations already in ``out`` are kept (resume), unless ``repair`` (``quick`` or
+    ``full``) finds their files missing or damaged: then they are imported again. Unusable ones are
+    skipped and counted by reason. Raises :class:`IncompleteError` when none is usable.
     """
     jobs.check_workers(workers)
     if limit is not None and limit < 1:
@@ -110,6 +113,8 @@ def import_dataset(
         selected = list_locations(source.root)[:limit]
         ledger = Ledger(out / LEDGER, create=not (out / LEDGER).exists())
         try:
+            if repair and ledger.get("catalog") is not None:
+                reopen_damaged(out, ledger, repair, workers)
             return _import(source, out, ledger, selected, layout, thumbnails, workers, progress, limit, t0)
         finally:
             ledger.close()

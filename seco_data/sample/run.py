@@ -38,6 +38,8 @@ from ..catalog.layout import (LEDGER, RECIPE, asset_name, data_key, files_dir, i
                               locations_per_part, remove_location, thumbnail_name)
 from ..catalog.ledger import Ledger, LocationRow, PatchRow, thumbnail_entry
 from ..catalog.rebuild import build_parts, index_state, location_items, stale_parts
+from ..catalog.repair import MODES as REPAIR_MODES
+from ..catalog.repair import reopen_damaged
 from ..catalog.rebuild import finalize as finalize_catalog
 from ..catalog.thumbnails import quicklook
 from ..catalog.writer import item_files
@@ -72,6 +74,7 @@ class Report:
     seconds: float
     resumed: bool
     source_stats: dict = field(default_factory=dict)
+    repaired: int = 0  # locations whose damaged files were collected again (--repair)
 
     @property
     def complete(self) -> bool:
@@ -89,6 +92,7 @@ class Report:
             "source": self.source_stats,
             "seconds": round(self.seconds, 3),
             "resumed": self.resumed,
+            "repaired": self.repaired,
         }
 
 
@@ -262,16 +266,21 @@ def sample(
     retry: RetryPolicy = RetryPolicy(),
     source_factory: SourceFactory | None = None,
     overwrite: bool = False,
+    repair: str | None = None,
 ) -> Report:
     """Collect ``recipe.n`` locations into ``out`` (resuming whatever is there); return the report.
 
     ``source_factory`` builds the imagery source (default: the one the recipe names); it is called
     once here to check the set-up before anything is written, then once per worker.
-    ``overwrite`` replaces an output collected with another recipe. Raises
+    ``overwrite`` replaces an output collected with another recipe. ``repair`` (``quick``: every
+    recorded file exists with its size; ``full``: and its checksum) first looks for accepted
+    locations whose files are missing or damaged, and collects them again. Raises
     :class:`IncompleteError` (after writing the catalog) when the candidate budget runs out.
     """
     t0 = time.perf_counter()
     jobs.check_workers(workers)
+    if repair is not None and repair not in REPAIR_MODES:
+        raise UsageError(f"unknown repair mode {repair!r}", hint=f"use one of {', '.join(REPAIR_MODES)}")
     out = Path(out)
     factory = source_factory or recipe_source(recipe)
     source = _build_source(factory)  # configuration errors first, before anything is written
@@ -283,6 +292,7 @@ def sample(
                 from threadpoolctl import threadpool_limits
 
                 with threadpool_limits(limits=1):  # also in this process (inline work, writes)
+                    repaired = reopen_damaged(out, ledger, repair, workers) if repair else 0
                     Run(recipe, out, ledger, source, factory, workers, progress, retry).run()
                 counts = finalize_catalog(out, ledger).counts
             finally:
@@ -291,7 +301,7 @@ def sample(
         source.close()
     report = Report(out, recipe.n, counts["accepted"], counts["patches"], counts["candidates"],
                     counts["rejections"], counts["skipped_scenes"], time.perf_counter() - t0, claim.resumed,
-                    counts["source"])
+                    counts["source"], repaired)
     if not report.complete:
         raise IncompleteError(
             f"only {report.accepted} of {report.requested} locations passed the filters after "

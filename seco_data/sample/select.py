@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ..errors import SourceUnavailable
+from ..errors import SourceUnavailable, original_message, redact
 from ..grid import PatchGrid
 from ..recipe import Filters, Recipe
 from .seasons import Window, windows
@@ -138,7 +138,7 @@ def collect_location(
             reads = retry.call(source.read_many, [c.scene for c in out.choices], grid, groups, counters=source.counters)
             out.reads = {c.season: read for c, read in zip(out.choices, reads)}
     except SourceUnavailable as e:
-        out.reason, out.detail = "source_error", e.one_line()
+        out.reason, out.detail = "source_error", redact(" ".join(original_message(str(e)).split()))
         out.choices, out.reads = [], {}
     out.source_stats = Counter({k: v - before.get(k, 0) for k, v in source.counters.items() if v != before.get(k, 0)})
     return out

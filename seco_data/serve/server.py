@@ -156,7 +156,7 @@ class CatalogServer(ThreadingHTTPServer):
                 except ImportError as e:
                     log.debug("viewer unavailable: %s", e)
                     return None
-                self._viewer = Site(self.root, asset_base="/")
+                self._viewer = Site(self.root, asset_base="/", api_base="/api/")
             return self._viewer
 
     def api(self):

@@ -33,7 +33,7 @@ from ... import __version__, jobs
 from ...bands import BANDS, canonical
 from ...catalog.index import CatalogIndex
 from ...errors import UsageError
-from ...outputs import atomic_file, claim_output, sha256_file, write_json
+from ...outputs import atomic_file, claim_output, lock, sha256_file, write_json
 from .files import PREVIEW, count_files, meta_dir, partial_dir, scene_folders, seco_band_name, write_location
 
 log = logging.getLogger(__name__)
@@ -142,8 +142,14 @@ def export_seco_layout(catalog, out, *, bits=8, bands=None, compress="deflate", 
     settings resumes; other settings or other content in ``out`` raise :class:`OutputError` unless
     ``overwrite`` (which only ever removes a previous export).
     """
-    t0 = time.monotonic()
     jobs.check_workers(workers)
+    # the catalog stays as it is while it is read: no `sample` or `rebuild` writes it meanwhile
+    with lock(Path(catalog), shared=True, wait_s=0.0, what="writing to"):
+        return _export(catalog, out, bits, bands, compress, preview, workers, overwrite, progress)
+
+
+def _export(catalog, out, bits, bands, compress, preview, workers, overwrite, progress) -> SecoLayoutReport:
+    t0 = time.monotonic()
     index = CatalogIndex(catalog)
     settings = _settings(index, bits, bands, compress, preview)
     identity = _identity(index, settings)

@@ -44,8 +44,8 @@ from ...catalog.index import CatalogIndex
 from ...catalog.layout import INDEX, LEDGER
 from ...catalog.ledger import Ledger
 from ...catalog.rebuild import index_digests
-from ...errors import CatalogError, UsageError
-from ...outputs import claim_output, commit, fsync, remove_temps, sha256_file, temp_name, write_atomic, write_json
+from ...errors import CatalogError, UsageError, disk_full, is_disk_full
+from ...outputs import claim_output, commit, fsync, lock, remove_temps, sha256_file, temp_name, write_atomic, write_json
 from ..arrays import ENCODINGS
 from .samples import encode_sample, plan_sample
 from .tar import RECORD, TarShard, archive_size
@@ -255,8 +255,10 @@ def write_shard(root: str, options: dict, entry: dict, out: str, name: str) -> t
                 meta, reads, _ = samples[k]
                 tar.write(encode_sample(meta, reads))
             tar.close()
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(e):
+            raise disk_full(Path(out) / name, e) from None
         raise
     return ShardInfo(name, len(samples), tar.size, tar.sha.hexdigest()), str(tmp)
 
@@ -339,12 +341,15 @@ def export_webdataset(
     """Pack the catalog in ``catalog`` into WebDataset shards in ``out`` (resumable, incremental, parallel)."""
     t0 = time.monotonic()
     jobs.check_workers(workers)
-    index = CatalogIndex(catalog)
     out = Path(out)
-    with claim_output(out, kind="webdataset", identity=identity(index, options), overwrite=overwrite, ours=_ours):
-        (out / STATE_DIR).mkdir(exist_ok=True)
-        (out / STATE_DIR / "plan.sqlite").unlink(missing_ok=True)  # the plan of format 1
-        return _export(index, out, options, workers, progress, t0)
+    # the catalog stays as it is while it is read: no `sample` or `rebuild` writes it meanwhile
+    with lock(Path(catalog), shared=True, wait_s=0.0, what="writing to"):
+        index = CatalogIndex(catalog)
+        with claim_output(out, kind="webdataset", identity=identity(index, options), overwrite=overwrite,
+                          ours=_ours):
+            (out / STATE_DIR).mkdir(exist_ok=True)
+            (out / STATE_DIR / "plan.sqlite").unlink(missing_ok=True)  # the plan of format 1
+            return _export(index, out, options, workers, progress, t0)
 
 
 def _export(index: CatalogIndex, out: Path, options: ShardOptions, workers, progress, t0) -> ExportReport:
@@ -440,5 +445,14 @@ def _export_with(index, out, options, workers, progress, t0, digests) -> ExportR
             # the pools have stopped: shards written but not committed when this stopped are redone next time
             remove_temps(out)
             write_json(manifest_path, _manifest(index, options, list(done.values()), plan, finished["planning"]))
+    skipped = _skipped(plan)
+    if finished["planning"] and not counted["samples"] and skipped:
+        seasons = (index.collection.get("seco:recipe") or {}).get("seasons") or {}
+        count = seasons.get("count") or len(seasons.get("anchors") or [])
+        raise UsageError(
+            f"no location of {index.root} has what the options ask for ("
+            + ", ".join(f"{k} {v}" for k, v in skipped.items()) + "): nothing exported",
+            hint="--seasons takes season indices the catalog has" + (f" (0..{count - 1})" if count else "")
+                 + ", --bands bands it holds (`seco-data catalog info` lists both)")
     return ExportReport(out, len(done), counted["samples"], sum(s.filesize for s in done.values()),
-                        time.monotonic() - t0, reused, _skipped(plan))
+                        time.monotonic() - t0, reused, skipped)

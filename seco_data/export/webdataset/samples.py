@@ -15,6 +15,7 @@ planned are those of ``npy`` members (an upper bound for ``zstd``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from ...catalog.index import Location
+from ...errors import CatalogError
 from ..arrays import encode_zstd, member_name, npy_header
 from .tar import member_size
 
@@ -56,7 +58,7 @@ def plan_sample(loc: Location, opts, catalog: str) -> tuple[dict, list, int] | s
         season_reads = []
         index = {b: (a, i) for a in p.assets for i, b in zip(a.band_indexes(), a.bands)}
         for gname, (res, bands) in groups.items():
-            per_file: dict[Path, tuple[list[int], list[int], int]] = {}
+            per_file: dict[Path, tuple[list[int], list[int], int, tuple]] = {}
             for row, b in enumerate(bands):
                 if b not in index:
                     return "missing_band"
@@ -76,11 +78,11 @@ def plan_sample(loc: Location, opts, catalog: str) -> tuple[dict, list, int] | s
                     if factor != 1 and len(t) == 6:
                         t = [t[0] / factor, t[1], t[2], t[3], t[4] / factor, t[5]]
                     transforms[gname] = t
-                idx, rows, _ = per_file.setdefault(a.path, ([], [], factor))
+                idx, rows, _, _ = per_file.setdefault(a.path, ([], [], factor, (a.size, a.sha256)))
                 idx.append(i)
                 rows.append(row)
-            for path, (idx, rows, factor) in per_file.items():
-                season_reads.append([str(path), idx, gname, rows, factor])
+            for path, (idx, rows, factor, (size, sha)) in per_file.items():
+                season_reads.append([str(path), idx, gname, rows, factor, size, sha])
         reads.append(season_reads)
     arrays = {}
     size = 0
@@ -114,11 +116,30 @@ def _json_bytes(meta: dict) -> bytes:
     return json.dumps(meta, separators=(",", ":"), sort_keys=True).encode()
 
 
+def _checked_bytes(path: str, size: int | None, sha256: str | None) -> bytes:
+    """The bytes of a catalog file, checked against the size and checksum its item records (hashing
+    what is read anyway costs ~1 ms per MB): a damaged file never reaches a shard."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CatalogError(f"cannot read {path}: {e.strerror or e}", hint=_REPAIR) from None
+    if size is not None and len(data) != size:
+        raise CatalogError(f"{path} is {len(data)} bytes, its item says {size}: the catalog is damaged", hint=_REPAIR)
+    if sha256 and hashlib.sha256(data).hexdigest() != sha256:
+        raise CatalogError(f"{path} does not match its file:checksum: the catalog is damaged", hint=_REPAIR)
+    return data
+
+
+_REPAIR = ("`seco-data verify CATALOG` lists every damaged file; rerun the same `seco-data sample` (or `import`) "
+           "with --repair full to collect them again, then export again (finished shards are kept)")
+
+
 def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
     """Read the pixels of one planned sample and encode its members (key -> bytes).
 
-    Each file is opened once per sample, and read once when it holds a whole group array in order
-    (a compact file: every season's bands of one resolution)."""
+    Each file is read once per sample, checked against its recorded size and checksum, and decoded
+    in memory; a whole group array is decoded in one call when the file holds it in order (a compact
+    file: every season's bands of one resolution)."""
     import rasterio
 
     members = {}
@@ -131,15 +152,18 @@ def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
         members[f"{g}.npy"] = buf
         arrays[g] = np.frombuffer(buf, dtype=a["dtype"], offset=len(head)).reshape(a["shape"])
     plan: dict[tuple[str, str, int], list] = {}  # (path, group, factor) -> [(season, rows, indexes)]
+    recorded: dict[str, tuple] = {}  # path -> (size, sha256) the catalog records
     for s, season_reads in enumerate(reads):
-        for path, idx, gname, rows, factor in season_reads:
+        for path, idx, gname, rows, factor, *check in season_reads:
             plan.setdefault((path, gname, factor), []).append((s, rows, idx))
+            recorded[path] = tuple(check) if check else (None, None)
     with ExitStack() as stack:
         opened: dict[str, object] = {}
         for (path, gname, factor), parts in plan.items():
             src = opened.get(path)
             if src is None:
-                src = opened[path] = stack.enter_context(rasterio.open(path))
+                data = _checked_bytes(path, *recorded[path])
+                src = opened[path] = stack.enter_context(stack.enter_context(rasterio.MemoryFile(data)).open())
             dest = arrays[gname]
             seasons, bands = dest.shape[:2]
             order = [(s, r) for s, rows, _ in parts for r in rows]

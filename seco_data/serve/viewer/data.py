@@ -39,7 +39,7 @@ from ...catalog.index import REBUILD_HINT, SEASON_FIELDS, IndexFile, season_tabl
 from ...catalog.layout import COLLECTION, INDEX, LEDGER, THUMBNAIL
 from ...errors import CatalogError, SecoError
 from .pack import pack
-from .summary import NO_DAY, Summary
+from ...catalog.summary import NO_DAY, Summary
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,5 @@
-"""The summary page's statistics, gathered while the index is read one row group at a time.
-
-The same figures as :func:`seco_data.catalog.info.catalog_info` (``seco-data catalog info``; the
-same bins), added up group by group instead of from whole columns, so the viewer reads the index
-once and its memory does not grow with the catalog. tests/test_viewer.py checks that both agree.
+"""A catalog's statistics (``seco-data catalog info``, the viewer's summary page), added up while
+the index is read one row group at a time, so memory does not grow with the catalog.
 """
 
 from __future__ import annotations
@@ -11,8 +8,11 @@ from collections import Counter
 
 import numpy as np
 
-from ...catalog.info import CLOUD_BINS, CLOUD_LABELS, FRACTION_BINS, FRACTION_LABELS
 
+CLOUD_BINS = [0, 5, 10, 20, 30, 50, 75, 100]  # scene cloud, percent
+CLOUD_LABELS = ["0-5%", "5-10%", "10-20%", "20-30%", "30-50%", "50-75%", "75-100%"]
+FRACTION_BINS = [0.0, 1e-9, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]  # first bin: exactly 0
+FRACTION_LABELS = ["0", "0-1%", "1-2%", "2-5%", "5-10%", "10-20%", "20-50%", "50-100%"]
 NO_DAY = np.iinfo(np.int32).min
 
 

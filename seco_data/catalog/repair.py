@@ -1,0 +1,95 @@
+"""Finding the accepted locations whose files are missing or damaged, so that ``sample --repair``
+and ``import --repair`` collect them again, and ``catalog rebuild`` never indexes an item without
+its files.
+
+The ledger records every file of an accepted location with its size and sha256. ``quick`` checks
+that each exists with its size (a ``stat`` per file); ``full`` also hashes it (reads everything, in
+parallel threads). Item JSON files (per-patch) are not checked: ``catalog rebuild`` rewrites them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .. import jobs
+from ..outputs import sha256_file
+from .layout import files_dir
+from .ledger import Ledger, LocationRow
+
+log = logging.getLogger(__name__)
+
+MODES = ("quick", "full")
+
+
+@dataclass(frozen=True)
+class Damage:
+    location: int
+    path: Path
+    problem: str  # missing, size, sha256
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+def expected_files(root: Path, row: LocationRow, seasons: int, layout: str) -> Iterator[tuple[Path, int, str]]:
+    """``(path, size, sha256)`` of every file the ledger records for an accepted location."""
+    folder = root / files_dir(row.location, seasons, layout)
+    entries = list(row.files) if layout == "compact" else [a for p in row.patches for a in p.assets]
+    for e in entries:
+        if e.get("href"):
+            yield folder / e["href"], e.get("size"), e.get("sha256")
+
+
+def _check(location: int, path: Path, size, sha: str | None, full: bool) -> Damage | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return Damage(location, path, "missing")
+    if size is not None and st.st_size != size:
+        return Damage(location, path, f"size {st.st_size} != {size} recorded")
+    if full and sha and sha256_file(path) != sha:
+        return Damage(location, path, "sha256 differs from the one recorded")
+    return None
+
+
+def damaged_locations(root: str | Path, ledger: Ledger, cm: dict, *, mode: str = "quick",
+                      workers: int | None = None, progress: jobs.ProgressFn | None = None) -> list[Damage]:
+    """Every file at fault among the accepted locations of ``ledger`` (``cm``: the catalog
+    description, for its layout and seasons), in location order."""
+    root = Path(root)
+    full = mode == "full"
+    tasks = ((row.location, path, size, sha, full) for row in ledger.locations()
+             for path, size, sha in expected_files(root, row, cm["seasons"], cm["layout"]))
+    found: list[Damage] = []
+    checked = 0
+    n = jobs.cap_workers(workers or (8 if full else 4), "thread")
+    with jobs.Pool(n, kind="thread") as pool:  # stat and hashing release the GIL
+        for _, damage in jobs.run(pool, _check, tasks, window=256, ordered=True):
+            checked += 1
+            if damage is not None:
+                found.append(damage)
+            if progress and checked % 1024 == 0:
+                progress(jobs.Progress(checked, None, "file", {"damaged": len(found)}))
+    return found
+
+
+def reopen_damaged(root: Path, ledger: Ledger, mode: str, workers: int | None = None) -> int:
+    """Put the accepted locations whose files are missing or damaged back to pending (the command
+    resuming then collects them again); return how many."""
+    from .rebuild import catalog_meta
+
+    damage = damaged_locations(root, ledger, catalog_meta(ledger), mode=mode, workers=workers)
+    locations = sorted({d.location for d in damage})
+    for d in damage[:20]:
+        log.warning("repair: %s", d)
+    if locations:
+        log.warning("repair: %d damaged files in %d locations: collecting them again", len(damage), len(locations))
+        with ledger:
+            ledger.reopen(locations)
+    return len(locations)
+
+
+__all__ = ["MODES", "Damage", "damaged_locations", "expected_files", "reopen_damaged"]
