@@ -78,7 +78,9 @@ def plan_vs_run(n: int, pilot: int, url: str, root: Path) -> list[tuple[str, flo
     s1 = _stats(url)
     print(format_plan(plan))
     print(f"(the pilot made {s1['requests'] - s0['requests']} requests)")
+    t0 = time.perf_counter()
     report = sample(recipe, root / "run", workers=4)
+    seconds = time.perf_counter() - t0
     s2 = _stats(url)
     files, all_bytes, tif = _walk_bytes(root / "run")
     shards = export_webdataset(root / "run", root / "shards", workers=1)
@@ -91,6 +93,7 @@ def plan_vs_run(n: int, pilot: int, url: str, root: Path) -> list[tuple[str, flo
         ("files", plan["files"]["total"], files),
         ("shard bytes", plan["bytes"]["shards"], shards.bytes),
         ("candidates drawn", plan["candidates"], report.candidates),
+        ("wall-clock s", plan["wall_clock_s"], seconds),
     ]
 
 

@@ -131,7 +131,7 @@ def _duration(s: float) -> str:
 
 def format_plan(p: dict) -> str:
     """The plan as a few lines for the terminal."""
-    gb = lambda b: f"{b / 1e9:.2f} GB"  # noqa: E731
+    gb = lambda b: f"{b / 1e9:.2f} GB" if b >= 1e9 else f"{b / 1e6:.1f} MB"  # noqa: E731
     s = p["service"]
     lines = [f"plan for {p['n']} locations of recipe {p['recipe']} (pilot: {p['pilot']['locations']} locations, "
              f"{p['pilot']['seconds']:.1f} s)",
