@@ -401,7 +401,8 @@ def guarded(demo_catalog, tmp_path):
     shutil.copytree(demo_catalog, root)
     (root / "leak.txt").symlink_to(tmp_path / "secret.txt")
     (root / "leakdir").symlink_to(tmp_path, target_is_directory=True)
-    (root / "alias.json").symlink_to(root / "catalog.json")
+    (root / "0000" / "alias.json").symlink_to(root / "catalog.json")
+    (root / "0000" / "ledger.json").symlink_to(root / "ledger.sqlite")  # allowed name, forbidden target
     (root / ".partial.json").write_bytes(secret)
     (root / ".hidden").mkdir()
     (root / ".hidden" / "item.json").write_bytes(secret)
@@ -436,12 +437,17 @@ def test_no_path_outside_the_catalog_is_served(guarded):
         status, _, body = request(url, path)
         assert status in (400, 403, 404), (path, status)
         assert secret not in body, path
-    status, _, body = request(url, "/alias.json")  # a symlink that stays inside is fine
+    status, _, body = request(url, "/0000/alias.json")  # a symlink that stays inside is fine
     assert status == 200 and body == (root / "catalog.json").read_bytes()
 
 
 def test_dot_files_and_directories_are_not_served(guarded):
     url, root, _, secret = guarded
+    ledger = (root / "ledger.sqlite").read_bytes()[:100]
+    assert ledger.startswith(b"SQLite format 3")
+    for path in ("/ledger.sqlite", "/recipe.yaml", "/0000/ledger.json", "/LEDGER.SQLITE"):  # the allow-list
+        status, _, body = request(url, path)
+        assert status == 404 and ledger not in body, path
     for path in ("/.partial.json", "/.hidden/item.json", "/%2ehidden/item.json", "/.seco.lock", "/0000",
                  "/0000/", "/0000/0000001/"):
         status, _, body = request(url, path)
