@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from urllib.parse import quote, urljoin
 
+from ...catalog.index import ITEM_JSON_LINK
 from ...catalog.layout import CATALOG, COLLECTION, GEOJSON, INDEX, JSON
 from ...errors import CatalogError
 from .index import ItemIndex
@@ -190,7 +191,7 @@ class StacApi:
                  _link("collection", f"{api}/collections/{cid}", JSON)]
         for link in item.get("links") or []:
             rel = link.get("rel")
-            if rel == "self":
+            if rel == "self" or (rel == "alternate" and link.get("title") == ITEM_JSON_LINK["title"]):
                 links.append({**_absolute(link, base), "rel": "alternate", "title": "static STAC item"})
             elif rel not in ("root", "parent", "collection"):
                 links.append(_absolute(link, base))
