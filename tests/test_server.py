@@ -756,3 +756,17 @@ def test_load_400_requests_from_200_concurrent_clients(served, demo_catalog):
     with ThreadPoolExecutor(200) as pool:
         statuses = [s for got in pool.map(client, range(200)) for s in got]
     assert len(statuses) == 400 and set(statuses) == {200}
+
+
+def test_gdal_stacit_opens_search_results(served, demo_catalog):
+    """GDAL's STACIT driver (what QGIS and gdal_translate use on a STAC API search) mosaics the search
+    results: the pixels of one item's 10 m asset are those of its GeoTIFF."""
+    import rasterio
+
+    item = get_json(served, "/api/search?limit=1")["features"][0]
+    tif = demo_catalog / item["assets"]["data_10m"]["href"].removeprefix(served + "/")
+    search = f"{served}/api/search?ids={item['id']}&collections={item['collection']}"
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), \
+            rasterio.open(f'STACIT:"{search}":asset=data_10m') as src, rasterio.open(tif) as ref:
+        assert src.crs == ref.crs and src.transform == ref.transform and src.count == ref.count
+        assert np.array_equal(src.read(), ref.read())
