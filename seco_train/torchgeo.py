@@ -20,8 +20,11 @@ from __future__ import annotations
 
 import os
 
-from torchgeo.datamodules import SeasonalContrastS2DataModule, SSL4EOS12DataModule
-from torchgeo.datasets import SeasonalContrastS2, SSL4EOS12
+try:
+    from torchgeo.datamodules import SeasonalContrastS2DataModule, SSL4EOS12DataModule
+    from torchgeo.datasets import SeasonalContrastS2, SSL4EOS12
+except ImportError as e:  # an optional extra
+    raise ImportError(f"seco_train.torchgeo needs torchgeo ({e}); install it with: pip install 'seco[torchgeo]'") from e
 
 
 def _count(folder: str, digits: int) -> int:
