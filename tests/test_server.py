@@ -642,6 +642,9 @@ def test_stac_api_validator_finds_no_errors(served, demo_catalog, schemas, monke
     desc = next(link for link in landing["links"] if link["rel"] == "service-desc")
     status, headers, body = request(served, desc["href"].removeprefix(served))
     assert status == 200 and headers["content-type"] == desc["type"] and json.loads(body)["openapi"].startswith("3.")
+    from openapi_spec_validator import validate
+
+    validate(json.loads(body))  # a valid OpenAPI 3.0 document (raises otherwise)
 
 
 @pytest.mark.parametrize("method", ["GET", "POST"])
