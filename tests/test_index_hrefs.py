@@ -52,3 +52,40 @@ def test_index_rows_are_valid_stac_items(layout, demo_catalog, per_patch_catalog
     assert errors == [] and n > 5
     for d in rows(root)[:3]:
         assert json.loads(json.dumps(d))["stac_version"] == "1.1.0"
+
+
+@pytest.mark.parametrize("layout", ["compact", "per-patch"])
+def test_stac_validator_opens_every_href_of_every_row(layout, demo_catalog, per_patch_catalog, schemas, monkeypatch):
+    """stac-validator (links and assets opened) over every items.parquet row, as the STAC API serves it
+    (the rows' hrefs resolved against the catalog's URL): valid, and every href answers."""
+    import urllib.request
+
+    import stac_validator.utilities as utilities
+    from stac_validator.stac_validator import StacValidate
+
+    from seco_data.serve.server import start_server
+
+    for k in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(k, raising=False)
+    fetch = utilities.fetch_and_parse_file
+
+    def offline(path, headers=None):
+        if path.startswith("https://"):
+            return json.loads((schemas / path.split("://", 1)[1].split("#")[0]).read_text())
+        return fetch(path, headers)
+
+    monkeypatch.setattr(utilities, "fetch_and_parse_file", offline)
+    root = demo_catalog if layout == "compact" else per_patch_catalog
+    server, url = start_server(root)
+    try:
+        page = json.load(urllib.request.urlopen(f"{url}/api/search?limit=1000"))
+        assert len(page["features"]) == len(rows(root))
+        for item in page["features"]:
+            v = StacValidate(links=True, assets=True, assets_open_urls=True)
+            assert v.validate_dict(item), v.message
+            checked = v.message[-1]
+            for part in ("links_validated", "assets_validated"):
+                assert checked[part]["request_invalid"] == [] and checked[part]["request_valid"], (part, checked)
+    finally:
+        server.shutdown()
+        server.server_close()
