@@ -10,7 +10,7 @@ import click
 from seco_data.catalog.layout import CATALOG, COLLECTION, INDEX
 
 from .base import SecoGroup, quiet
-from .options import json_option, out_option, overwrite_option, workers_option
+from .options import cluster_option, json_option, out_option, overwrite_option, workers_option
 from .progress import Bar
 
 
@@ -156,6 +156,7 @@ def catalog_serve(root, host, port, base_url):
 
 
 @catalog.command("thumbnails")
+@cluster_option
 @click.argument("root", type=click.Path(path_type=Path))
 @overwrite_option("Redraw every thumbnail, not only the missing ones.")
 @workers_option(help="Parallel threads [default: cores].")

@@ -8,8 +8,11 @@ from pathlib import Path
 
 import click
 
+from seco_data.storage import join
+
 from .base import SecoCommand, quiet
-from .options import RegistryChoice, json_option, out_option, overwrite_option, refuse_inapplicable, workers_option
+from .options import (LOCATION, RegistryChoice, cluster_option, json_option, out_option, overwrite_option, refuse_inapplicable,
+                      workers_option)
 from .progress import Bar
 
 _UNITS = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
@@ -75,11 +78,13 @@ def _bits():
 
 
 @click.command("export", cls=SecoCommand)
-@click.argument("catalog", type=click.Path(path_type=Path))
+@cluster_option
+@click.argument("catalog", type=LOCATION)
 @click.option("--format", "fmt", type=RegistryChoice(_formats), default="webdataset", show_default=True,
               help="webdataset: tar shards for streaming; seco: the SeCo folder layout (torchgeo, SeCo code); "
                    "ssl4eo: the SSL4EO-S12 layout (torchgeo SSL4EOS12; every band, uint16 DN).")
-@out_option(help="Output folder. Rerunning the same command on it resumes.")
+@out_option(help="Output folder or object-storage URL (s3://bucket/prefix). Rerunning the same command on it resumes.",
+            remote=True)
 @click.option("--bands", help="Comma-separated bands to keep, e.g. B02,B03,B04 (default: all).")
 @workers_option(help="Parallel writers [default: cores + 1, to keep the cores busy while a shard is fsync'd].")
 @overwrite_option("Replace an earlier export in --out made with other settings.")
@@ -135,7 +140,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
             short = _unfinished_catalog(catalog)
             if short:
                 click.echo(f"note: {short}")
-            click.echo(f"manifest: {out / MANIFEST} (also a wids index)")
+            click.echo(f"manifest: {join(out, MANIFEST)} (also a wids index)")
             click.echo(f"next: seco-data verify {out}")
         return
 
@@ -170,7 +175,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
 
 
 @click.command("verify", cls=SecoCommand)
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=LOCATION)
 @workers_option(help="Parallel checkers [default: cores].")
 @json_option("Print the report as JSON.")
 @click.pass_context

@@ -10,7 +10,8 @@ import click
 from seco_data.catalog.layout import CATALOG, INDEX
 
 from .base import SecoCommand, quiet
-from .options import RegistryChoice, json_option, out_option, overwrite_option, repair_option, workers_option
+from .options import (RegistryChoice, cluster_option, json_option, out_option, overwrite_option, repair_option,
+                      workers_option)
 from .progress import Bar
 
 
@@ -45,6 +46,7 @@ def _products():
               help="Catalog layout: compact (4 files per location) or per-patch (a JSON item and files per season).")
 @click.option("--thumbnails/--no-thumbnails", default=True, show_default=True, help="Draw quicklooks.")
 @repair_option()
+@cluster_option
 @json_option()
 @click.pass_context
 def import_cmd(ctx, kind, src, out, product, workers, overwrite, limit, layout, thumbnails, repair, as_json):

@@ -67,6 +67,25 @@ def overwrite_option(help: str = "Replace an earlier output made with other sett
     return click.option("--overwrite", is_flag=True, help=help)
 
 
+def cluster_option(f):
+    """``--cluster ADDRESS`` (env ``SECO_CLUSTER``): run the command's tasks on a Dask cluster
+    (``tcp://HOST:8786``, or ``local:N`` to start N worker processes here)."""
+    import functools
+
+    @click.option("--cluster", envvar="SECO_CLUSTER", default=None, metavar="ADDRESS",
+                  help="Run the work on a Dask cluster: tcp://HOST:8786 (a running scheduler, e.g. from "
+                       "dask-jobqueue) or local:N (N worker processes here; local:NxT: T threads each). "
+                       "The output must be on storage every worker reaches (a shared file system or s3://).")
+    @functools.wraps(f)
+    def wrapper(*args, cluster=None, **kwargs):
+        from seco_data.jobs import use_cluster
+
+        with use_cluster(cluster):
+            return f(*args, **kwargs)
+
+    return wrapper
+
+
 def repair_option():
     """``--repair [quick|full]``: check the files of what is already collected, and collect again
     the locations at fault."""
@@ -80,8 +99,26 @@ def json_option(help: str = "Print the summary as JSON."):
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
-def out_option(*, required: bool = True, file: bool = False, help: str):
-    kind = click.Path(dir_okay=not file, file_okay=file, path_type=Path)
+class Location(click.ParamType):
+    """A local path (a :class:`~pathlib.Path`) or an object-storage URL (``s3://bucket/prefix``, kept
+    as a string: a Path would fold its ``//``)."""
+
+    name = "path|url"
+
+    def convert(self, value, param, ctx):
+        from seco_data.storage import is_url
+
+        if isinstance(value, Path):
+            return value
+        return str(value).rstrip("/") if is_url(str(value)) else Path(value)
+
+
+LOCATION = Location()
+
+
+def out_option(*, required: bool = True, file: bool = False, help: str, remote: bool = False):
+    """``--out``: a path; ``remote=True``: or an object-storage URL (see :class:`Location`)."""
+    kind = LOCATION if remote else click.Path(dir_okay=not file, file_okay=file, path_type=Path)
     return click.option("--out", "out", type=kind, required=required, default=None, help=help)
 
 

@@ -17,15 +17,24 @@ that needs the CPU). Whatever the kind:
 
 :func:`run` feeds a pool from an iterator with a bounded number of tasks in flight. Progress is one
 event type, :class:`Progress`, for every command; the CLI draws it.
+
+On a Dask cluster (:func:`use_cluster`: ``--cluster tcp://HOST:8786``, ``--cluster local:N`` or
+``SECO_CLUSTER``), every thread and process pool of the command runs on the cluster's workers instead
+(kind ``dask``): the same tasks, the same ``setup`` (once per worker thread), the same results; this
+process stays the only writer of the ledger. A worker that dies is replaced by the cluster and its
+tasks run again (they write atomically, so a rerun task writes the same files);
+:class:`~seco_data.errors.WorkerDied` only when the scheduler gives a task up.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import logging
 import multiprocessing as mp
 import os
 import signal
+import sys
 import threading
 import time
 from concurrent.futures.process import BrokenProcessPool
@@ -36,7 +45,7 @@ from .errors import UsageError, WorkerDied
 
 log = logging.getLogger(__name__)
 
-KINDS = ("inline", "thread", "process")
+KINDS = ("inline", "thread", "process", "dask")
 #: most worker processes per core, and most threads, whatever --workers asks for
 PROCESSES_PER_CORE = 4
 MAX_THREADS = 256
@@ -105,9 +114,21 @@ def context() -> Any:
 
 
 def _watch_parent(ppid: int) -> None:
-    while os.getppid() == ppid:
-        time.sleep(0.2)
-    os._exit(1)  # the parent died (kill -9): never outlive it
+    """Exit when the pool's owner ``ppid`` dies (kill -9): never outlive it. A forked worker is its
+    child (reparented when it dies); one started by a fork server is not, and asks whether it lives."""
+    if os.getppid() == ppid:
+        while os.getppid() == ppid:
+            time.sleep(0.2)
+    else:
+        while True:
+            try:
+                os.kill(ppid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:
+                pass
+            time.sleep(0.2)
+    os._exit(1)
 
 
 def _init_process(ppid: int, setup: Callable[[], Any] | None) -> None:
@@ -125,18 +146,124 @@ def _call_in_process(fn: Callable, args: tuple, kwargs: dict):
     return fn(*args, **kwargs)
 
 
+_dask_contexts: dict = {}  # (pool token, thread id) -> context, in a Dask worker process
+_dask_lock = threading.Lock()
+
+
+def _call_on_dask(token: str, setup: Callable[[], Any] | None, fn: Callable, args: tuple, kwargs: dict):
+    """A task on a Dask worker thread: the pool's context of this thread (made once), then ``fn``."""
+    key = (token, threading.get_ident())
+    with _dask_lock:
+        made = key in _dask_contexts
+    if not made:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=1)
+        value = setup() if setup is not None else None
+        with _dask_lock:
+            _dask_contexts[key] = value
+    _thread_ctx.value = _dask_contexts[key]
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        del _thread_ctx.value
+
+
+def _teardown_on_dask(token: str, teardown: Callable[[Any], None] | None) -> int:
+    with _dask_lock:
+        mine = [k for k in _dask_contexts if k[0] == token]
+        values = [_dask_contexts.pop(k) for k in mine]
+    for value in values:
+        if teardown is not None:
+            try:
+                teardown(value)
+            except Exception as e:  # noqa: BLE001 - closing must not hide the run's own outcome
+                log.debug("worker teardown failed: %s", e)
+    return len(values)
+
+
+# -- the cluster ------------------------------------------------------------------------------------
+
+_cluster: dict = {"client": None}
+
+
+def current_client():
+    """The Dask client of :func:`use_cluster`, or None when commands run on this machine."""
+    return _cluster["client"]
+
+
+@contextlib.contextmanager
+def use_cluster(address: str | None):
+    """Run the pools of the commands inside this block on a Dask cluster: ``tcp://HOST:PORT`` (a
+    running scheduler), ``local:N`` (start N worker processes here, one thread each; ``local:NxT``: T
+    threads each) or None (no cluster, unless ``SECO_CLUSTER`` names one)."""
+    address = address or os.environ.get("SECO_CLUSTER") or None
+    if not address:
+        yield None
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise UsageError("--cluster needs Dask distributed", hint="pip install 'seco[cluster]'") from None
+    cluster = None
+    if address.startswith("local:"):
+        spec = address.split(":", 1)[1]
+        n, _, t = spec.partition("x")
+        if not n.isdigit() or int(n) < 1 or (t and (not t.isdigit() or int(t) < 1)):
+            raise UsageError(f"--cluster {address!r}: use local:N or local:NxT (N worker processes, T threads each)")
+        cluster = LocalCluster(n_workers=int(n), threads_per_worker=int(t or 1), processes=True, host="127.0.0.1",
+                               dashboard_address=":0", protocol="tcp")
+        address = cluster.scheduler_address
+    elif not address.startswith(("tcp://", "tls://", "ucx://", "ws://", "wss://", "inproc://")):
+        raise UsageError(f"--cluster {address!r} is not a scheduler address",
+                         hint="pass tcp://HOST:8786 (a running dask scheduler) or local:N")
+    try:
+        client = Client(address, timeout=30)
+    except (OSError, TimeoutError) as e:
+        if cluster is not None:
+            cluster.close()
+        raise UsageError(f"cannot reach the Dask scheduler at {address}: {e}",
+                         hint="start it (dask scheduler / dask-jobqueue) or check --cluster") from None
+    previous = _cluster["client"]
+    _cluster["client"] = client
+    log.info("running on the Dask cluster at %s (%d worker threads)", address, sum(client.nthreads().values()))
+    try:
+        yield client
+    finally:
+        _cluster["client"] = previous
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
 # -- the pool -------------------------------------------------------------------------------------
+
+
+def _start_method() -> str:
+    """fork (fast: workers inherit what is imported), unless object storage was used here: its I/O
+    runtime (obstore's tokio) does not survive a fork, so workers then start from a fork server that
+    never touched it."""
+    methods = mp.get_all_start_methods()
+    if "obstore" in sys.modules and "forkserver" in methods:
+        return "forkserver"
+    return "fork" if "fork" in methods else "spawn"
 
 
 class Pool:
     """A bounded pool of ``workers`` of ``kind`` (see the module docstring)."""
 
     def __init__(self, workers: int = 1, *, kind: str = "process", setup: Callable[[], Any] | None = None,
-                 teardown: Callable[[Any], None] | None = None, name: str = "seco"):
+                 teardown: Callable[[Any], None] | None = None, name: str = "seco", local: bool = False):
         if kind not in KINDS:
             raise UsageError(f"unknown pool kind {kind!r}: use one of {', '.join(KINDS)}")
-        self.kind = "inline" if workers <= 1 else kind
+        client = None if local else _cluster["client"]  # local: work on this machine's files, never the cluster
+        if client is not None and kind in ("thread", "process", "dask"):
+            kind = "dask"
+            workers = sum(client.nthreads().values()) or 1
+        self.kind = "inline" if workers <= 1 and kind != "dask" else kind
         self.workers = max(1, workers)
+        self._client = client if self.kind == "dask" else None
+        self._token = f"{name}-{os.getpid()}-{id(self)}-{time.monotonic_ns()}"
         self.setup, self.teardown = setup, teardown
         self._made: list = []  # contexts made in this process (inline and thread kinds)
         self._made_lock = threading.Lock()
@@ -144,9 +271,11 @@ class Pool:
         if self.kind == "thread":
             self._executor = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=name)
         elif self.kind == "process":
-            ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+            ctx = mp.get_context(_start_method())
             self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_process,
                                                     initargs=(os.getpid(), setup))
+        elif self.kind == "dask":
+            self._executor = self._client.get_executor(pure=False)
 
     @property
     def capacity(self) -> int:
@@ -176,6 +305,8 @@ class Pool:
             return f
         if self.kind == "thread":
             return self._executor.submit(self._call_local, fn, args, kwargs)
+        if self.kind == "dask":
+            return self._executor.submit(_call_on_dask, self._token, self.setup, fn, args, kwargs)
         return self._executor.submit(_call_in_process, fn, args, kwargs)
 
     @staticmethod
@@ -186,6 +317,14 @@ class Pool:
 
     def close(self, cancel: bool = False) -> None:
         """Stop the pool: with ``cancel``, queued tasks are dropped; running ones always finish."""
+        if self.kind == "dask" and self._executor is not None:
+            self._executor.shutdown(wait=not cancel)  # (Dask cancels what is queued when not waiting)
+            self._executor = None
+            try:
+                self._client.run(_teardown_on_dask, self._token, self.teardown)
+            except Exception as e:  # noqa: BLE001 - a cluster going away must not hide the run's outcome
+                log.debug("teardown on the cluster failed: %s", e)
+            return
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=cancel)
             self._executor = None
@@ -213,6 +352,10 @@ def result(future: cf.Future):
         return future.result()
     except BrokenProcessPool:
         raise WorkerDied("a worker process died before finishing its task") from None
+    except Exception as e:
+        if type(e).__name__ == "KilledWorker":  # the Dask scheduler gave a task up after workers died running it
+            raise WorkerDied(f"Dask workers died running a task too often ({' '.join(str(e).split())[:200]})") from None
+        raise
 
 
 def run(pool: Pool, fn: Callable[..., Any], tasks: Iterable[T], *, window: int | None = None,

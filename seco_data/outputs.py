@@ -192,9 +192,11 @@ def replace_folder(tmp: str | Path, dest: str | Path) -> None:
 
 
 def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of the file at ``path``, read in 4 MiB chunks."""
+    """Hex sha256 of the file at ``path`` (or object-storage URL, streamed), read in 4 MiB chunks."""
+    from .storage import open_stream
+
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_stream(path) as f:
         while chunk := f.read(4 << 20):
             h.update(chunk)
     return h.hexdigest()

@@ -14,12 +14,12 @@ from __future__ import annotations
 import collections
 import json
 import logging
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from seco_data import storage
 from seco_data.errors import ShardError, UsageError
 from seco_data.export.reader import current_split, expand_urls, iter_shard
 from seco_data.export.webdataset import MANIFEST
@@ -34,23 +34,23 @@ MAX_UNUSABLE_IN_A_ROW = 1000
 
 
 def shard_sizes(urls: list[str]) -> dict[str, int]:
-    """``nsamples`` of every shard listed in the ``shards.json`` beside it (local shards only)."""
+    """``nsamples`` of every shard listed in the ``shards.json`` beside it (local or object storage)."""
     sizes: dict[str, int] = {}
-    manifests: dict[Path, dict[str, int]] = {}
+    manifests: dict[str, dict[str, int]] = {}
     for url in urls:
-        if "://" in url:
+        if url.startswith(("http://", "https://")):
             continue
-        folder = Path(url).parent
+        folder, name = storage.split(url)
         if folder not in manifests:
             manifests[folder] = {}
-            path = folder / MANIFEST
-            if path.is_file():
+            path = storage.join(folder, MANIFEST)
+            if storage.size_of(path) is not None:
                 try:
-                    m = json.loads(path.read_text("utf-8"))
-                    manifests[folder] = {Path(s["url"]).name: int(s["nsamples"]) for s in m["shardlist"]}
+                    m = json.loads(storage.read_bytes(path).decode("utf-8"))
+                    manifests[folder] = {s["url"].rsplit("/", 1)[-1]: int(s["nsamples"]) for s in m["shardlist"]}
                 except (OSError, ValueError, KeyError, TypeError) as e:
                     log.warning("cannot read the shard manifest %s (%s): shards will be counted", path, e)
-        n = manifests[folder].get(Path(url).name)
+        n = manifests[folder].get(name)
         if n is not None:
             sizes[url] = n
     return sizes

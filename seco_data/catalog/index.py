@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import posixpath
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 from ..bands import DN_SCALE, default_scale
 from ..errors import CatalogError
 from ..outputs import atomic_path
+from ..storage import is_url, join, open_seekable, read_bytes, resolve, size_of
 from .item import thumbnail_asset
 from .layout import COLLECTION, GEOJSON, INDEX, THUMBNAIL
 
@@ -43,7 +43,7 @@ class Asset:
     (``indexes``: where they are in the file, 1-based; a compact file holds every season's bands)."""
 
     key: str  # e.g. data_10m
-    path: Path  # absolute
+    path: str | Path  # absolute (a URL on object storage)
     resolution: int  # metres
     bands: tuple[str, ...]
     dtype: str
@@ -98,13 +98,17 @@ class Location:
         return self.patches[0].point
 
 
-def read_geotiff(path: Path, indexes=None) -> np.ndarray:
+def read_geotiff(path: str | Path, indexes=None) -> np.ndarray:
+    """Bands of a GeoTIFF (all when ``indexes`` is None), local or on object storage."""
     import rasterio
 
     try:
+        if is_url(str(path)):
+            with rasterio.MemoryFile(read_bytes(path)) as mem, mem.open() as src:
+                return src.read(list(indexes) if indexes is not None else None)
         with rasterio.open(path) as src:
             return src.read(list(indexes) if indexes is not None else None)
-    except rasterio.errors.RasterioIOError as e:
+    except (rasterio.errors.RasterioIOError, FileNotFoundError) as e:
         raise CatalogError(f"cannot read {path}: {e}", hint="check the catalog with `seco-data verify`") from None
 
 
@@ -119,7 +123,7 @@ def _asset(root: Path, key: str, a: dict, season: int | None = None) -> Asset:
     """The asset ``a`` (an asset dict of the index) as one season sees it (every band when None)."""
     res = a.get("gsd") or a.get("raster:spatial_resolution")
     # string joins: Path.resolve() costs syscalls per asset, a lot at millions of assets
-    path = Path(os.path.normpath(os.path.join(root, a["href"])))
+    path = resolve(root, a["href"])
     dtype = a.get("data_type") or "uint16"
     scale = a.get("raster:scale")
     entries = a.get("bands") or []
@@ -152,17 +156,17 @@ class CatalogIndex:
     """The items of the catalog in ``root``, from its ``items.parquet`` (either layout)."""
 
     def __init__(self, root: str | Path):
-        self.root = Path(root).resolve()
-        coll = self.root / COLLECTION
-        self.parquet = self.root / INDEX
-        if not coll.is_file() or not self.parquet.is_file():
+        self.root = str(root).rstrip("/") if is_url(str(root)) else Path(root).resolve()
+        coll = join(self.root, COLLECTION)
+        self.parquet = join(self.root, INDEX)
+        if size_of(coll) is None or size_of(self.parquet) is None:
             raise CatalogError(
                 f"{self.root} is not a seco catalog (no {COLLECTION} or {INDEX})",
                 hint="point at the --out folder of `seco-data sample` or `seco-data import`;"
                 " `seco-data catalog rebuild` restores a missing index",
             )
         try:
-            self.collection = json.loads(coll.read_text("utf-8"))
+            self.collection = json.loads(read_bytes(coll).decode("utf-8"))
         except (OSError, ValueError) as e:
             raise CatalogError(f"cannot read {coll}: {e}") from None
         self.index = IndexFile(self.parquet)
@@ -170,7 +174,7 @@ class CatalogIndex:
 
     @property
     def name(self) -> str:
-        return self.collection.get("id", self.root.name)
+        return self.collection.get("id", str(self.root).rstrip("/").rsplit("/", 1)[-1])
 
     @property
     def n_items(self) -> int:
@@ -199,8 +203,7 @@ class CatalogIndex:
         for row in self.rows(["assets"]):
             for key, a in sorted((row["assets"] or {}).items()):
                 if a is not None:
-                    path = Path(os.path.normpath(os.path.join(self.root, a["href"])))
-                    yield path, a.get("file:size"), _checksum(a.get("file:checksum"))
+                    yield resolve(self.root, a["href"]), a.get("file:size"), _checksum(a.get("file:checksum"))
 
     def patches(self, batch: int = 4096) -> Iterator[Patch]:
         """Every location x season, in catalog order (location, then season)."""
@@ -284,13 +287,20 @@ class IndexFile:
     def __init__(self, path: str | Path):
         import pyarrow.parquet as pq
 
-        self.path = Path(path)
+        self.path = path if is_url(str(path)) else Path(path)
         try:
-            st = self.path.stat()
-            self.stamp = (st.st_mtime_ns, st.st_size)
-            self.file = pq.ParquetFile(self.path)
+            if is_url(str(path)):  # object storage: range requests through a seekable reader
+                size = size_of(path)
+                if size is None:
+                    raise FileNotFoundError(path)
+                self.stamp = (None, size)
+                self.file = pq.ParquetFile(open_seekable(path))
+            else:
+                st = self.path.stat()
+                self.stamp = (st.st_mtime_ns, st.st_size)
+                self.file = pq.ParquetFile(self.path)
         except FileNotFoundError:
-            raise CatalogError(f"no {self.path.name} in {self.path.parent}",
+            raise CatalogError(f"no {INDEX} at {self.path}",
                                hint="restore it with `seco-data catalog rebuild`") from None
         except Exception as e:  # noqa: BLE001 - pyarrow raises several types for broken files
             raise CatalogError(f"cannot read {self.path}: {' '.join(str(e).split())}", hint=REBUILD_HINT) from None

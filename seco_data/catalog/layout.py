@@ -138,10 +138,19 @@ def location_dirs(root: str | Path) -> Iterator[Path]:
 
 
 def remove_location(root: str | Path, name: str, location: int, seasons: int, layout: str) -> None:
+    # (root: a folder, or an object-storage URL)
     """Delete every file of a location, the temporary files of killed writers included (a compact
     location's files share their part folder with others': only its own go)."""
     import shutil
 
+    from ..storage import is_url, store_for
+
+    if is_url(str(root)):
+        store = store_for(root)
+        folder = files_dir(location, seasons, layout)
+        prefix = location_id(name, location) + "_" if layout == "compact" else f"{location:07d}/"
+        store.delete([rel for rel, _ in store.list(f"{folder}/{prefix}")])
+        return
     root = Path(root)
     if layout != "compact":
         shutil.rmtree(root / location_dir(location, seasons), ignore_errors=True)

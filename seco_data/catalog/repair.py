@@ -9,13 +9,14 @@ parallel threads). Item JSON files (per-patch) are not checked: ``catalog rebuil
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from .. import jobs
-from ..outputs import sha256_file
+from ..storage import Store, store_for
 from .layout import files_dir
 from .ledger import Ledger, LocationRow
 
@@ -27,46 +28,47 @@ MODES = ("quick", "full")
 @dataclass(frozen=True)
 class Damage:
     location: int
-    path: Path
+    path: str | Path
     problem: str  # missing, size, sha256
 
     def __str__(self) -> str:
         return f"{self.path}: {self.problem}"
 
 
-def expected_files(root: Path, row: LocationRow, seasons: int, layout: str) -> Iterator[tuple[Path, int, str]]:
-    """``(path, size, sha256)`` of every file the ledger records for an accepted location."""
-    folder = root / files_dir(row.location, seasons, layout)
+def expected_files(row: LocationRow, seasons: int, layout: str) -> Iterator[tuple[str, int, str]]:
+    """``(path relative to the catalog, size, sha256)`` of every file the ledger records for an
+    accepted location."""
+    folder = files_dir(row.location, seasons, layout)
     entries = list(row.files) if layout == "compact" else [a for p in row.patches for a in p.assets]
     for e in entries:
         if e.get("href"):
-            yield folder / e["href"], e.get("size"), e.get("sha256")
+            yield f"{folder}/{e['href']}", e.get("size"), e.get("sha256")
 
 
-def _check(location: int, path: Path, size, sha: str | None, full: bool) -> Damage | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return Damage(location, path, "missing")
-    if size is not None and st.st_size != size:
-        return Damage(location, path, f"size {st.st_size} != {size} recorded")
-    if full and sha and sha256_file(path) != sha:
-        return Damage(location, path, "sha256 differs from the one recorded")
+def _check(store: Store, location: int, rel: str, size, sha: str | None, full: bool) -> Damage | None:
+    got = store.size(rel)
+    where = store.location(rel)
+    if got is None:
+        return Damage(location, where, "missing")
+    if size is not None and got != size:
+        return Damage(location, where, f"size {got} != {size} recorded")
+    if full and sha and hashlib.sha256(store.get(rel)).hexdigest() != sha:
+        return Damage(location, where, "sha256 differs from the one recorded")
     return None
 
 
 def damaged_locations(root: str | Path, ledger: Ledger, cm: dict, *, mode: str = "quick",
                       workers: int | None = None, progress: jobs.ProgressFn | None = None) -> list[Damage]:
     """Every file at fault among the accepted locations of ``ledger`` (``cm``: the catalog
-    description, for its layout and seasons), in location order."""
-    root = Path(root)
+    description, for its layout and seasons), in location order; ``root``: a folder or a URL."""
+    store = store_for(root)
     full = mode == "full"
-    tasks = ((row.location, path, size, sha, full) for row in ledger.locations()
-             for path, size, sha in expected_files(root, row, cm["seasons"], cm["layout"]))
+    tasks = ((store, row.location, rel, size, sha, full) for row in ledger.locations()
+             for rel, size, sha in expected_files(row, cm["seasons"], cm["layout"]))
     found: list[Damage] = []
     checked = 0
     n = jobs.cap_workers(workers or (8 if full else 4), "thread")
-    with jobs.Pool(n, kind="thread") as pool:  # stat and hashing release the GIL
+    with jobs.Pool(n, kind="thread", local=True) as pool:  # stat and hashing release the GIL
         for _, damage in jobs.run(pool, _check, tasks, window=256, ordered=True):
             checked += 1
             if damage is not None:
@@ -76,7 +78,7 @@ def damaged_locations(root: str | Path, ledger: Ledger, cm: dict, *, mode: str =
     return found
 
 
-def reopen_damaged(root: Path, ledger: Ledger, mode: str, workers: int | None = None) -> int:
+def reopen_damaged(root: str | Path, ledger: Ledger, mode: str, workers: int | None = None) -> int:
     """Put the accepted locations whose files are missing or damaged back to pending (the command
     resuming then collects them again); return how many."""
     from .rebuild import catalog_meta

@@ -181,7 +181,7 @@ def validate_catalog(root: str | Path, schema_root: str | Path | None = None, *,
         if batch:
             yield batch
 
-    pool = jobs.Pool(jobs.cap_workers(workers, "process"), kind="process", setup=lambda: SchemaValidator(schema_root))
+    pool = jobs.Pool(jobs.cap_workers(workers, "process"), kind="process", local=True, setup=lambda: SchemaValidator(schema_root))
     with pool:
         for batch, found in jobs.run(pool, _check, ((b,) for b in batches()), ordered=True):
             n += len(batch[0])

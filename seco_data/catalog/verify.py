@@ -11,6 +11,7 @@ from pathlib import Path
 from .. import jobs
 from ..errors import CatalogError
 from ..outputs import sha256_file
+from ..storage import size_of
 from .index import CatalogIndex
 
 
@@ -40,12 +41,12 @@ def verify_catalog(root: str | Path, *, workers: int | None = 2,
     total = index.n_items
     report.samples = total
 
-    def check(path: Path, size: int | None, sha256: str | None) -> list[str]:
-        rel = path.relative_to(index.root) if path.is_relative_to(index.root) else path
-        if not path.is_file():
+    def check(path, size: int | None, sha256: str | None) -> list[str]:
+        rel = str(path)[len(str(index.root)):].lstrip("/") if str(path).startswith(str(index.root)) else path
+        got = size_of(path)
+        if got is None:
             return [f"{rel}: missing"]
         out = []
-        got = path.stat().st_size
         if size is not None and got != size:
             out.append(f"{rel}: size {got} != file:size {size}")
         if sha256 and sha256_file(path) != sha256:
@@ -61,7 +62,7 @@ def verify_catalog(root: str | Path, *, workers: int | None = 2,
         if progress:
             progress(jobs.Progress(report.checked, None, "file", {"problems": len(report.problems)}))
 
-    with jobs.Pool(jobs.cap_workers(workers, "thread"), kind="thread") as pool:  # hashing releases the GIL
+    with jobs.Pool(jobs.cap_workers(workers, "thread"), kind="thread", local=True) as pool:  # hashing releases the GIL
         for _, problems in jobs.run(pool, check, files(), window=256, ordered=True):
             report.problems.extend(problems)
             report.checked += 1

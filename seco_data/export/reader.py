@@ -31,6 +31,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from ..errors import ShardError
+from ..storage import is_url, join, open_stream, read_bytes, split
 from .arrays import decode_member
 from .webdataset import MANIFEST
 
@@ -90,8 +91,8 @@ def expand_urls(urls: str | Path | Iterable[str | Path]) -> list[str]:
     out: list[str] = []
     for item in items:
         s = str(item)
-        if s.startswith(("http://", "https://")):
-            out.extend(braceexpand(s))
+        if is_url(s):
+            out.extend(_expand_remote(s, braceexpand))
             continue
         p = Path(s)
         if p.is_dir():
@@ -120,10 +121,21 @@ def expand_urls(urls: str | Path | Iterable[str | Path]) -> list[str]:
     return out
 
 
-def _from_manifest(path: Path) -> list[str]:
+def _expand_remote(s: str, braceexpand) -> list[str]:
+    """Shards at a URL: a tar or a brace pattern of tars, else a manifest or the folder holding one."""
+    if s.rstrip("/").endswith(".tar") or "{" in s:
+        return list(braceexpand(s))
+    manifest = s if s.endswith(".json") else str(join(s, MANIFEST))
+    return _from_manifest(manifest)
+
+
+def _from_manifest(path: str | Path) -> list[str]:
     try:
-        m = json.loads(path.read_text("utf-8"))
+        m = json.loads(read_bytes(path).decode("utf-8"))
         shards = [s["url"] for s in m["shardlist"]]
+    except FileNotFoundError:
+        raise ShardError(f"no shard manifest at {path}",
+                         hint="point at the --out of `seco-data export` (its shards.json), or name the tars") from None
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ShardError(f"cannot read the shard manifest {path}: {e}") from None
     if m.get("complete") is False:
@@ -132,15 +144,15 @@ def _from_manifest(path: Path) -> list[str]:
             f"{path} is an unfinished export: {len(shards)} shards ({m.get('samples', '?')} samples) written so far"
             + (f" of {planned} planned" if planned else ""),
             hint=f"rerun the same `seco-data export` to finish it; to read what is there, pass the tars explicitly "
-                 f"({path.parent}/*.tar)")
-    base = path.parent
-    return [u if "://" in u or u.startswith("/") else str(base / u) for u in shards]
+                 f"({split(str(path))[0]}/*.tar)")
+    base = split(str(path))[0] if is_url(str(path)) else Path(path).parent
+    return [u if "://" in u or u.startswith("/") else str(join(base, u)) for u in shards]
 
 
 def _open(url: str, timeout: float):
     if url.startswith(("http://", "https://")):
         return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - the user's own shard URLs
-    return open(url, "rb", buffering=1 << 20)
+    return open_stream(url)  # local, or object storage streamed as it downloads (retried, see seco_data.storage)
 
 
 def iter_shard(url: str, *, decode: bool = True, timeout: float = 60.0) -> Iterator[dict]:

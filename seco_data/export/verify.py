@@ -16,23 +16,25 @@ from ..catalog.layout import COLLECTION
 from ..catalog.verify import VerifyReport, verify_catalog
 from ..errors import CatalogError, ShardError
 from ..outputs import sha256_file
+from ..storage import Store, is_url, join, read_bytes, size_of, split, store_for
 from .reader import iter_shard
 from .webdataset import MANIFEST
 
 
-def _check_shard(path: Path, entry: dict) -> tuple[list[str], int]:
+def _check_shard(store: Store, entry: dict) -> tuple[list[str], int]:
     name = entry["url"]
-    if not path.is_file():
+    size = store.size(name)
+    if size is None:
         return [f"{name}: missing"], 0
+    path = str(store.location(name))
     problems = []
-    size = path.stat().st_size
     if size != entry.get("filesize"):
         problems.append(f"{name}: size {size} != {entry.get('filesize')} in the manifest")
     if entry.get("sha256") and sha256_file(path) != entry["sha256"]:
         problems.append(f"{name}: sha256 differs from the manifest")
     n = 0
     try:
-        for sample in iter_shard(str(path)):
+        for sample in iter_shard(path):
             n += 1
             meta = sample.get("json")
             if not isinstance(meta, dict) or "arrays" not in meta:
@@ -53,10 +55,10 @@ def _check_shard(path: Path, entry: dict) -> tuple[list[str], int]:
 
 
 def verify_shards(root: str | Path, *, workers: int = 2, progress: jobs.ProgressFn | None = None) -> VerifyReport:
-    root = Path(root)
-    manifest = root / MANIFEST if root.is_dir() else root
+    """Check the shard folder (or manifest) ``root``, local or on object storage."""
+    manifest = root if str(root).endswith(".json") else join(root, MANIFEST)
     try:
-        m = json.loads(manifest.read_text("utf-8"))
+        m = json.loads(read_bytes(manifest).decode("utf-8"))
         entries = m["shardlist"]
         if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("url"), str)
                                                     for e in entries):
@@ -65,18 +67,19 @@ def verify_shards(root: str | Path, *, workers: int = 2, progress: jobs.Progress
         raise ShardError(f"cannot read the shard manifest {manifest}: {e}",
                          hint="point at the --out folder of `seco-data export`; a damaged manifest is rewritten "
                               "by rerunning the same export") from None
-    base = manifest.parent
-    report = VerifyReport("shards", base)
+    base, manifest_name = split(str(manifest))
+    store = store_for(base)
+    report = VerifyReport("shards", base if is_url(base) else Path(base))
     if m.get("complete") is False:
-        report.problems.append(f"{manifest.name}: the export is unfinished (rerun `seco-data export` to complete it)")
+        report.problems.append(f"{manifest_name}: the export is unfinished (rerun `seco-data export` to complete it)")
     listed = {e["url"] for e in entries}
-    for extra in sorted(p.name for p in base.glob("*.tar") if p.name not in listed):
+    for extra in sorted(rel for rel, _ in store.list("") if rel.endswith(".tar") and rel not in listed):
         report.problems.append(f"{extra}: a shard file the manifest does not list")
     if progress:
         progress(jobs.Progress(0, len(entries), "shard"))
-    with jobs.Pool(jobs.cap_workers(workers, "thread", max(1, len(entries))), kind="thread") as pool:
+    with jobs.Pool(jobs.cap_workers(workers, "thread", max(1, len(entries))), kind="thread", local=True) as pool:
         # hashing and tar reading release the GIL
-        for _, (problems, n) in jobs.run(pool, _check_shard, ((base / e["url"], e) for e in entries), ordered=True):
+        for _, (problems, n) in jobs.run(pool, _check_shard, ((store, e) for e in entries), ordered=True):
             report.problems.extend(problems)
             report.samples += n
             report.checked += 1
@@ -85,15 +88,24 @@ def verify_shards(root: str | Path, *, workers: int = 2, progress: jobs.Progress
                                                                              "problems": len(report.problems)}))
     report.bytes = sum(e.get("filesize", 0) for e in entries)
     if m.get("samples") is not None and report.samples != m["samples"] and not report.problems:
-        report.problems.append(f"{manifest.name}: {report.samples} samples in the shards, the manifest says {m['samples']}")
+        report.problems.append(f"{manifest_name}: {report.samples} samples in the shards, the manifest says {m['samples']}")
     return report
 
 
 def verify(path: str | Path, **kw) -> VerifyReport:
-    """Verify a shard folder / manifest, or a catalog folder, whichever ``path`` is."""
+    """Verify a shard folder / manifest, or a catalog folder, whichever ``path`` is (local or a URL)."""
+    if is_url(str(path)):
+        if str(path).endswith(".json") and not str(path).endswith(COLLECTION):
+            return verify_shards(str(path), **kw)
+        if size_of(join(str(path), MANIFEST)) is not None:
+            return verify_shards(str(path), **kw)
+        if size_of(join(str(path), COLLECTION)) is not None:
+            return verify_catalog(str(path), **kw)
+        raise CatalogError(f"{path} holds neither shards.json nor collection.json",
+                           hint="pass the --out of `seco-data export` or of `seco-data sample`")
     p = Path(path)
     if (p.is_dir() and (p / MANIFEST).exists()) or (p.is_file() and p.suffix == ".json" and p.name != COLLECTION):
-        return verify_shards(p, **kw)
+        return verify_shards(p / MANIFEST if p.is_dir() else p, **kw)
     if p.is_dir() and (p / COLLECTION).exists():
         return verify_catalog(p, **kw)
     raise CatalogError(f"{p} is neither a shard folder (shards.json) nor a catalog (collection.json)",

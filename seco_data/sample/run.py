@@ -45,7 +45,9 @@ from ..catalog.thumbnails import quicklook
 from ..catalog.writer import item_files
 from ..errors import IncompleteError, Interrupted, LedgerError, SourceUnavailable, UsageError
 from ..geotiff import encode
-from ..outputs import claim_output, write_atomic, write_many
+from ..outputs import claim_output, write_atomic
+from ..remote import RemoteOutput, fetch_catalog, publish_catalog
+from ..storage import is_url, store_for
 from ..recipe import NOT_IDENTITY, Recipe
 from ..sources import Source, get_source
 from .locations import Candidate, Screen, make_sampler
@@ -127,7 +129,7 @@ def describe_catalog(recipe: Recipe, source: Source) -> dict:
 # -- one location (in a worker) ------------------------------------------------------------------------
 
 
-def _location(recipe: Recipe, task: tuple, retry: RetryPolicy, out: Path, cm: dict) -> Outcome:
+def _location(recipe: Recipe, task: tuple, retry: RetryPolicy, out: str | Path, cm: dict) -> Outcome:
     """Select, read, encode and write one location; its ledger rows travel back in ``patches`` / ``files``."""
     source: Source = jobs.context()
     idx, lon, lat, origin, grid = task
@@ -157,13 +159,13 @@ def _season_rows(o: Outcome, name: str, assets: dict[int, list]) -> list[dict]:
     return rows
 
 
-def _write_location(out: Path, recipe: Recipe, o: Outcome, lon: float, lat: float, origin: str,
+def _write_location(out: str | Path, recipe: Recipe, o: Outcome, lon: float, lat: float, origin: str,
                     cm: dict) -> tuple[list[dict], list[dict]]:
-    """Write one accepted location's files (and, per-patch, its item JSONs) together; return its
-    ledger rows: the seasons and, compact, the files."""
+    """Write one accepted location's files (and, per-patch, its item JSONs) together, into the output
+    folder or bucket ``out``; return its ledger rows: the seasons and, compact, the files."""
     seasons = recipe.seasons.count
-    folder = out / files_dir(o.index, seasons, recipe.layout)
-    folder.mkdir(parents=True, exist_ok=True)
+    store = store_for(out)
+    folder = files_dir(o.index, seasons, recipe.layout)
     groups = recipe.band_groups
     finest = min(groups)
     files: dict[str, bytes] = {}  # written together, item JSONs last (after every file they point to)
@@ -184,7 +186,7 @@ def _write_location(out: Path, recipe: Recipe, o: Outcome, lon: float, lat: floa
             name = thumbnail_name(lid)
             files[name] = data
             entries.append(thumbnail_entry(name, data))
-        write_many(folder, files)
+        store.put_many(folder, files)
         return _season_rows(o, recipe.name, {}), entries
     assets: dict[int, list] = {}
     for c in o.choices:
@@ -207,7 +209,7 @@ def _write_location(out: Path, recipe: Recipe, o: Outcome, lon: float, lat: floa
     row = LocationRow(o.index, lon, lat, origin or "", o.grid, [],
                       tuple(PatchRow(location=o.index, **r) for r in rows))
     files.update(item_files(location_items(row, cm)))
-    write_many(folder, files)
+    store.put_many(folder, files)
     return rows, []
 
 
@@ -281,25 +283,33 @@ def sample(
     jobs.check_workers(workers)
     if repair is not None and repair not in REPAIR_MODES:
         raise UsageError(f"unknown repair mode {repair!r}", hint=f"use one of {', '.join(REPAIR_MODES)}")
-    out = Path(out)
+    remote = remote_output(out, recipe.layout, overwrite)
+    target = remote.url if remote else Path(out)  # where the files go
+    out = remote.staging if remote else Path(out)  # the ledger, the index parts, the lock
     factory = source_factory or recipe_source(recipe)
     source = _build_source(factory)  # configuration errors first, before anything is written
     try:
+        if remote:
+            fetch_catalog(remote)  # a resume elsewhere starts from the output's snapshot
         with claim_output(out, kind="sample", identity=identity(recipe), overwrite=overwrite) as claim:
             ledger = open_ledger(out, recipe, source)
             try:
                 write_atomic(out / RECIPE, recipe.to_yaml())
                 from threadpoolctl import threadpool_limits
 
+                checkpoint = (lambda: publish_catalog(remote)) if remote else None
                 with threadpool_limits(limits=1):  # also in this process (inline work, writes)
-                    repaired = reopen_damaged(out, ledger, repair, workers) if repair else 0
-                    Run(recipe, out, ledger, source, factory, workers, progress, retry).run()
+                    repaired = reopen_damaged(target, ledger, repair, workers) if repair else 0
+                    Run(recipe, out, ledger, source, factory, workers, progress, retry, target=target,
+                        checkpoint=checkpoint).run()
                 counts = finalize_catalog(out, ledger).counts
+                if remote:
+                    publish_catalog(remote)
             finally:
                 ledger.close()
     finally:
         source.close()
-    report = Report(out, recipe.n, counts["accepted"], counts["patches"], counts["candidates"],
+    report = Report(target, recipe.n, counts["accepted"], counts["patches"], counts["candidates"],
                     counts["rejections"], counts["skipped_scenes"], time.perf_counter() - t0, claim.resumed,
                     counts["source"], repaired)
     if not report.complete:
@@ -309,6 +319,20 @@ def sample(
             hint="loosen filters (scene_cloud_max, patch_cloud_max, coverage_min) or raise max_draws_per_location",
         )
     return report
+
+
+def remote_output(out, layout: str, overwrite: bool) -> "RemoteOutput | None":
+    """The remote output of ``out`` when it is object storage (compact catalogs only), else None."""
+    if not is_url(str(out)):
+        return None
+    if layout != "compact":
+        raise UsageError(f"--out {out}: object storage holds compact catalogs only",
+                         hint="use --layout compact (the default), or a local or shared folder for per-patch")
+    if overwrite:
+        raise UsageError(f"--overwrite is not available for object storage ({out})",
+                         hint="write the new dataset under another prefix, then delete the old one with your "
+                              "storage's own tools")
+    return RemoteOutput(str(out))
 
 
 def finalize(out: str | Path) -> Report:
@@ -324,8 +348,11 @@ def finalize(out: str | Path) -> Report:
 class Run:
     """One run of the collection loop (see the module docstring)."""
 
-    def __init__(self, recipe, out, ledger, source, factory, workers, progress, retry):
+    def __init__(self, recipe, out, ledger, source, factory, workers, progress, retry, *, target=None,
+                 checkpoint=None):
         self.recipe, self.out, self.ledger, self.source = recipe, out, ledger, source
+        self.target = target if target is not None else out  # where workers write the files (a folder or a URL)
+        self.checkpoint = checkpoint  # called when index parts were built (a remote output's snapshot)
         self.factory, self.workers, self.progress, self.retry = factory, workers, progress, retry
         self.cm = json.loads(ledger.get("catalog"))
         self.seasons = recipe.seasons.count
@@ -371,7 +398,7 @@ class Run:
             self._count_rejections(r for _, r in rejections)
 
     def _remove_files(self, idx: int) -> None:
-        remove_location(self.out, self.recipe.name, idx, self.seasons, self.recipe.layout)
+        remove_location(self.target, self.recipe.name, idx, self.seasons, self.recipe.layout)
 
     def _count_rejections(self, reasons) -> None:
         for r in reasons:
@@ -416,7 +443,7 @@ class Run:
         self.exhausted = self.accepted >= recipe.n
         kind = "thread" if self.source.io_bound else "process"
         n_workers = jobs.cap_workers(self.workers, kind, tasks=max(1, recipe.n - self.accepted))
-        if n_workers <= 1:
+        if n_workers <= 1 and jobs.current_client() is None:
             self.pool = jobs.Pool(1, setup=lambda: self.source)  # the source built up front does the work
         else:
             self.pool = jobs.Pool(n_workers, kind=kind, setup=self.factory, teardown=lambda s: s.close())
@@ -431,7 +458,8 @@ class Run:
                     while (self.ready and len(self.in_flight) < self.pool.capacity
                            and self.accepted + len(self.in_flight) < recipe.n):
                         idx = self.ready.popleft()
-                        fut = self.pool.submit(_location, recipe, self.tasks[idx], self.retry, self.out, self.cm)
+                        fut = self.pool.submit(_location, recipe, self.tasks[idx], self.retry, str(self.target),
+                                               self.cm)
                         self.in_flight[fut] = idx
                     if not self.in_flight:
                         if self.ready or (not self.exhausted and self.accepted + self.live() < recipe.n):
@@ -495,6 +523,8 @@ class Run:
         stale = stale_parts(self.ledger, self.cm, state, below=(low // self.per_part) * self.per_part)
         if stale:
             build_parts(self.out, self.ledger, self.cm, stale, write_items=False, state=state)
+            if self.checkpoint is not None:
+                self.checkpoint()
         self.built_below = low
 
     def report(self) -> None:

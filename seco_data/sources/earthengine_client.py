@@ -27,6 +27,7 @@ from pathlib import Path
 from ..errors import CredentialsError, SourceError, SourceUnavailable
 from .http import retry_after as parse_retry_after
 from .http import session, short
+from .quota import concurrency_limit, rate_share
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,12 @@ _local = threading.local()  # per thread: counters sink, last status and Retry-A
 class Transport:
     """An httplib2-like transport on a requests session (what ``ee`` expects as ``http_transport``)."""
 
-    def __init__(self, endpoint: str, timeout: float, max_concurrency: int, requests_per_second: float):
+    def __init__(self, endpoint: str, timeout: float, max_concurrency: int, requests_per_second: float,
+                 quota: str = "earthengine"):
         self.timeout = timeout
-        self.slots = threading.BoundedSemaphore(max_concurrency)
-        self.bucket = TokenBucket(requests_per_second)
+        # the caps hold for the whole run: cluster-wide on Dask (sources.quota)
+        self.slots = concurrency_limit(quota, max_concurrency)
+        self.bucket = TokenBucket(rate_share(requests_per_second))
         self.session = session(endpoint, pool_size=max_concurrency)
 
     def request(self, uri, method="GET", body=None, headers=None, redirections=None, connection_type=None, **kw):
@@ -204,7 +207,8 @@ def initialise(auth: Auth, endpoint: str, timeout: float, max_concurrency: int, 
             ee.Reset()
             old.close()
             _current.update(key=None, transport=None)
-        transport = Transport(endpoint, timeout, max_concurrency, requests_per_second)
+        transport = Transport(endpoint, timeout, max_concurrency, requests_per_second,
+                              quota=f"earthengine-{auth.project}-{endpoint}")
         ee.data.setMaxRetries(0)  # the collector's RetryPolicy is the one retry layer
         try:
             ee.Initialize(credentials=auth.credentials, url=endpoint, project=auth.project, http_transport=transport)

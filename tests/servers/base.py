@@ -11,6 +11,8 @@ Fault kinds (applied to the next ``times`` requests whose path matches ``path``)
 - ``drop``: close the connection without answering;
 - ``truncate``: announce the full Content-Length, send half the body, close;
 - ``garbage``: answer 200 with ``body`` (default: malformed JSON).
+
+``peak`` records the most requests the server was answering at once (quotas are tested on it).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     body: bytes
+    raw_query: str = ""
 
     def json(self):
         return json.loads(self.body or b"null")
@@ -75,6 +78,8 @@ class LoopbackServer:
         self._lock = threading.Lock()
         self.requests: list[Request] = []
         self.latency = 0.0  # seconds added to every answer
+        self.active = 0  # requests being answered now
+        self.peak = 0  # the most ever answered at once
         self._httpd: ThreadingHTTPServer | None = None
 
     # -- set-up ----------------------------------------------------------------------------------
@@ -149,10 +154,20 @@ class LoopbackServer:
         return None
 
     def _dispatch(self, h: BaseHTTPRequestHandler) -> None:
+        with self._lock:
+            self.active += 1
+            self.peak = max(self.peak, self.active)
+        try:
+            self._dispatch_one(h)
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def _dispatch_one(self, h: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(h.path)
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
-        req = Request(h.command, parts.path, parse_qs(parts.query), dict(h.headers.items()), body)
+        req = Request(h.command, parts.path, parse_qs(parts.query), dict(h.headers.items()), body, parts.query)
         with self._lock:
             self.requests.append(req)
         if self.latency:
@@ -206,7 +221,8 @@ class LoopbackServer:
         h.send_response(resp.status)
         for k, v in resp.headers.items():
             h.send_header(k, v)
-        h.send_header("Content-Length", str(len(resp.body)))
+        if not any(k.lower() == "content-length" for k in resp.headers):  # (a HEAD answer may give the GET's)
+            h.send_header("Content-Length", str(len(resp.body)))
         h.end_headers()
         if not head:
             h.wfile.write(resp.body)

@@ -32,7 +32,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,7 +47,9 @@ from ...catalog.layout import INDEX, LEDGER
 from ...catalog.ledger import Ledger
 from ...catalog.rebuild import index_digests
 from ...errors import CatalogError, UsageError, disk_full, is_disk_full
-from ...outputs import claim_output, commit, fsync, lock, remove_temps, sha256_file, temp_name, write_atomic, write_json
+from ...outputs import STATE, claim_output, commit, fsync, lock, remove_temps, sha256_file, temp_name, write_atomic, write_json
+from ...remote import RemoteOutput
+from ...storage import is_url, store_for
 from ..arrays import ENCODINGS
 from .samples import encode_sample, plan_sample
 from .tar import RECORD, TarShard, archive_size
@@ -54,6 +58,7 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "shards.json"
 STATE_DIR = ".seco-export"
+DONE = "done.jsonl"
 MANIFEST_EVERY_S = 10.0
 #: GDAL settings for reading many small GeoTIFFs: opening costs more than decoding a patch. One
 #: environment per shard (rasterio otherwise sets one up per open), no directory listing for sidecar
@@ -140,7 +145,7 @@ class Digests:
 
     def __init__(self, index: CatalogIndex):
         self.ledger = None
-        found = index_digests(index.root)
+        found = None if is_url(str(index.root)) else index_digests(index.root)
         if found is not None and (index.root / LEDGER).is_file():
             ledger = Ledger(index.root / LEDGER, readonly=True)
             per_part, written = found
@@ -247,7 +252,9 @@ def write_shard(root: str, options: dict, entry: dict, out: str, name: str) -> t
         raise CatalogError(f"{index.parquet} changed while it was exported (shard {name}: {len(samples)} samples, "
                            f"{entry['count']} planned)", hint="rerun the export once the catalog is finished")
     order = np.random.default_rng([opts.seed, entry["shard"]]).permutation(len(samples))
-    tmp = temp_name(Path(out) / name)
+    remote = is_url(out)  # object storage: written to a local temporary file, then uploaded whole
+    tmp = Path(tempfile.mkstemp(prefix=f".{name}.", dir=os.environ.get("SECO_STAGING"))[1]) if remote \
+        else temp_name(Path(out) / name)
     try:
         with rasterio.Env(**FAST_OPEN), open(tmp, "wb") as raw:
             tar = TarShard(raw)
@@ -258,14 +265,23 @@ def write_shard(root: str, options: dict, entry: dict, out: str, name: str) -> t
     except BaseException as e:
         tmp.unlink(missing_ok=True)
         if is_disk_full(e):
-            raise disk_full(Path(out) / name, e) from None
+            raise disk_full(tmp if remote else Path(out) / name, e) from None
         raise
-    return ShardInfo(name, len(samples), tar.size, tar.sha.hexdigest()), str(tmp)
+    info = ShardInfo(name, len(samples), tar.size, tar.sha.hexdigest())
+    if remote:
+        try:
+            store_for(out).upload(tmp, name)  # one object, complete or absent (multipart, completed last)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return info, None
+    return info, str(tmp)
 
 
-def commit_shard(tmp: str, info: ShardInfo) -> ShardInfo:
-    """fsync the written shard, then rename it into place (and fsync the folder)."""
-    commit(tmp, os.path.join(os.path.dirname(tmp), info.url))
+def commit_shard(tmp: str | None, info: ShardInfo) -> ShardInfo:
+    """fsync the written shard, then rename it into place (and fsync the folder); an uploaded one
+    (``tmp`` None) is in place already."""
+    if tmp is not None:
+        commit(tmp, os.path.join(os.path.dirname(tmp), info.url))
     return info
 
 
@@ -338,45 +354,75 @@ def export_webdataset(
     overwrite: bool = False,
     progress: jobs.ProgressFn | None = None,
 ) -> ExportReport:
-    """Pack the catalog in ``catalog`` into WebDataset shards in ``out`` (resumable, incremental, parallel)."""
+    """Pack the catalog in ``catalog`` into WebDataset shards in ``out`` (resumable, incremental, parallel).
+
+    Either may be on object storage (a URL, :mod:`seco_data.storage`): shards are then written to a
+    local temporary file by the worker and uploaded whole, and the plan and records are kept in a
+    local staging folder, published with the manifest (``.seco-export/``), so that the same command
+    resumes on this machine or another."""
     t0 = time.monotonic()
     jobs.check_workers(workers)
-    out = Path(out)
-    # the catalog stays as it is while it is read: no `sample` or `rebuild` writes it meanwhile
-    with lock(Path(catalog), shared=True, wait_s=0.0, what="writing to"):
+    remote = _remote_output(out, overwrite)
+    local = remote.staging if remote else Path(out)  # the identity, lock, plan and records
+    # the catalog stays as it is while it is read: no `sample` or `rebuild` writes it meanwhile (a
+    # catalog on object storage has no lock: export it once its `sample` has finished)
+    catalog_lock = nullcontext() if is_url(str(catalog)) else lock(Path(catalog), shared=True, wait_s=0.0,
+                                                                    what="writing to")
+    with catalog_lock:
         index = CatalogIndex(catalog)
-        with claim_output(out, kind="webdataset", identity=identity(index, options), overwrite=overwrite,
+        if remote:
+            remote.fetch([STATE, f"{STATE_DIR}/{PLAN}", f"{STATE_DIR}/{DONE}"])
+        with claim_output(local, kind="webdataset", identity=identity(index, options), overwrite=overwrite,
                           ours=_ours):
-            (out / STATE_DIR).mkdir(exist_ok=True)
-            (out / STATE_DIR / "plan.sqlite").unlink(missing_ok=True)  # the plan of format 1
-            return _export(index, out, options, workers, progress, t0)
+            (local / STATE_DIR).mkdir(exist_ok=True)
+            (local / STATE_DIR / "plan.sqlite").unlink(missing_ok=True)  # the plan of format 1
+            return _export(index, local, remote, options, workers, progress, t0)
 
 
-def _export(index: CatalogIndex, out: Path, options: ShardOptions, workers, progress, t0) -> ExportReport:
+def _remote_output(out, overwrite: bool) -> RemoteOutput | None:
+    if not is_url(str(out)):
+        return None
+    if str(out).startswith(("http://", "https://")):
+        raise UsageError(f"--out {out}: http(s) is read-only", hint="write to s3://, gs:// or az://, or a folder")
+    if overwrite:
+        raise UsageError(f"--overwrite is not available for object storage ({out})",
+                         hint="export under another prefix, or delete the old shards with your storage's own tools")
+    return RemoteOutput(str(out))
+
+
+def _export(index: CatalogIndex, out: Path, remote, options: ShardOptions, workers, progress, t0) -> ExportReport:
     digests = Digests(index)
     try:
-        return _export_with(index, out, options, workers, progress, t0, digests)
+        return _export_with(index, out, remote, options, workers, progress, t0, digests)
     finally:
         digests.close()
 
 
-def _export_with(index, out, options, workers, progress, t0, digests) -> ExportReport:
+def _export_with(index, out, remote, options, workers, progress, t0, digests) -> ExportReport:
     state = out / STATE_DIR
-    plan_path, done_path, manifest_path = state / PLAN, state / "done.jsonl", out / MANIFEST
+    plan_path, done_path, manifest_path = state / PLAN, state / DONE, out / MANIFEST
+    store = remote.store if remote else store_for(out)  # where the shards are
+    target = remote.url if remote else str(out)
     old = _read_plan(plan_path)
     plan = _valid_prefix(old, index, digests)
     names = {shard_name(options.prefix, e["shard"]) for e in plan if e["count"]}
     recorded = _read_done(done_path)
-    done = {k: v for k, v in recorded.items()
-            if k in names and (out / k).is_file() and (out / k).stat().st_size == v.filesize}
+    present = dict(store.list(f"{options.prefix}-"))  # one listing, not a request per shard
+    done = {k: v for k, v in recorded.items() if k in names and present.get(k) == v.filesize}
     if len(plan) < len(old) or len(done) < len(recorded):
         # the catalog changed from some shard on (or shards went missing): those shards and records go
-        for e in old[len(plan):]:
-            if e["shard"] is not None and shard_name(options.prefix, e["shard"]) not in names:
-                (out / shard_name(options.prefix, e["shard"])).unlink(missing_ok=True)
+        store.delete([shard_name(options.prefix, e["shard"]) for e in old[len(plan):]
+                      if e["shard"] is not None and shard_name(options.prefix, e["shard"]) not in names
+                      and shard_name(options.prefix, e["shard"]) in present])
         write_atomic(plan_path, "".join(json.dumps(e, separators=(",", ":")) + "\n" for e in plan))
         write_atomic(done_path, "".join(json.dumps(asdict(v)) + "\n" for v in done.values()))
     remove_temps(out)  # shards being written when a run was killed
+
+    def publish():
+        write_json(manifest_path, _manifest(index, options, list(done.values()), plan, finished["planning"]))
+        if remote:  # the records first, the manifest last: a reader sees a manifest whose shards exist
+            remote.publish([STATE, f"{STATE_DIR}/{PLAN}", f"{STATE_DIR}/{DONE}"])
+            remote.publish([MANIFEST])
     reused = len(done)
     total = index.n_locations
     counted = {"samples": sum(s.nsamples for s in done.values()),
@@ -390,7 +436,7 @@ def _export_with(index, out, options, workers, progress, t0, digests) -> ExportR
     finished = {"planning": bool(plan) and plan[-1]["open"]}
 
     def task(e: dict) -> tuple:
-        return (str(index.root), options.to_dict(), e, str(out), shard_name(options.prefix, e["shard"]))
+        return (str(index.root), options.to_dict(), e, target, shard_name(options.prefix, e["shard"]))
 
     def tasks():
         """The shards to write: those planned before and not done, then new ones as they are planned."""
@@ -424,14 +470,14 @@ def _export_with(index, out, options, workers, progress, t0, digests) -> ExportR
             counted["samples"] += info.nsamples
             tell()
             if time.monotonic() - last_manifest > MANIFEST_EVERY_S:
-                write_json(manifest_path, _manifest(index, options, list(done.values()), plan, finished["planning"]))
+                publish()
                 last_manifest = time.monotonic()
 
         try:
             # by default one writer more than cores, to keep the cores busy while a shard is fsync'd
             n = jobs.cap_workers(workers or (os.cpu_count() or 1) + 1, "process")
             # fsync and rename on threads here, so the writers go on to the next shard meanwhile
-            with jobs.Pool(n, kind="process") as writers, jobs.Pool(2, kind="thread") as committer:
+            with jobs.Pool(n, kind="process") as writers, jobs.Pool(2, kind="thread", local=True) as committer:
                 commits: set = set()
                 for _, (info, tmp) in jobs.run(writers, write_shard, tasks()):
                     commits.add(committer.submit(commit_shard, tmp, info))
@@ -444,7 +490,7 @@ def _export_with(index, out, options, workers, progress, t0, digests) -> ExportR
         finally:
             # the pools have stopped: shards written but not committed when this stopped are redone next time
             remove_temps(out)
-            write_json(manifest_path, _manifest(index, options, list(done.values()), plan, finished["planning"]))
+            publish()
     skipped = _skipped(plan)
     if finished["planning"] and not counted["samples"] and skipped:
         seasons = (index.collection.get("seco:recipe") or {}).get("seasons") or {}
@@ -454,5 +500,5 @@ def _export_with(index, out, options, workers, progress, t0, digests) -> ExportR
             + ", ".join(f"{k} {v}" for k, v in skipped.items()) + "): nothing exported",
             hint="--seasons takes season indices the catalog has" + (f" (0..{count - 1})" if count else "")
                  + ", --bands bands it holds (`seco-data catalog info` lists both)")
-    return ExportReport(out, len(done), counted["samples"], sum(s.filesize for s in done.values()),
+    return ExportReport(remote.url if remote else out, len(done), counted["samples"], sum(s.filesize for s in done.values()),
                         time.monotonic() - t0, reused, skipped)

@@ -24,6 +24,7 @@ import numpy as np
 
 from ...catalog.index import Location
 from ...errors import CatalogError
+from ...storage import read_bytes
 from ..arrays import encode_zstd, member_name, npy_header
 from .tar import member_size
 
@@ -120,7 +121,7 @@ def _checked_bytes(path: str, size: int | None, sha256: str | None) -> bytes:
     """The bytes of a catalog file, checked against the size and checksum its item records (hashing
     what is read anyway costs ~1 ms per MB): a damaged file never reaches a shard."""
     try:
-        data = Path(path).read_bytes()
+        data = read_bytes(path)  # a local file, or an object (a catalog on object storage)
     except OSError as e:
         raise CatalogError(f"cannot read {path}: {e.strerror or e}", hint=_REPAIR) from None
     if size is not None and len(data) != size:

@@ -1,0 +1,286 @@
+"""Beyond one machine: the commands on a real Dask cluster (scheduler and worker processes over TCP on
+127.0.0.1), outputs on a loopback S3-compatible server (moto's server mode behind a fault-injecting
+proxy), kills of a worker and of the driver, and a quota that holds cluster-wide.
+
+Every run is compared with the same command on one machine: catalog files, ledger rows and shards
+must be byte-identical."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from helpers import ledger_rows
+from servers.base import LoopbackServer, Response
+from servers.s3 import SLOW_DOWN, S3Server
+
+distributed = pytest.importorskip("distributed")  # (a dev dependency: skipped only outside `make test`)
+
+N = 12
+ARGS = ["sample", "--n", str(N), "--workers", "2"]
+HERE = Path(__file__).parent
+#: bookkeeping that differs between two runs by design (the lock, the run's identity record with its
+#: start time, the ledger's SQLite pages; the ledger's rows are compared instead)
+BOOKKEEPING = (".seco", "ledger.sqlite", ".seco-export", ".lock")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-c", "from seco_cli.data import main; main()", "-q", *args]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and not str(p.relative_to(root)).startswith(BOOKKEEPING)}
+
+
+def _samples(urls) -> list[tuple]:
+    from seco_data.export.reader import ShardReader, Split
+
+    out = []
+    for s in ShardReader(urls, split=Split()):
+        out.append((s["__key__"], s["json"]["location"], *(s[g].tobytes() for g in sorted(s["json"]["arrays"]))))
+    return sorted(out)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A scheduler and 2 worker processes (one thread each) over TCP on 127.0.0.1, with nannies that
+    replace dead workers; this folder is on the workers' PYTHONPATH (tests/cluster_plugins.py)."""
+    from distributed import LocalCluster
+
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), old) if p)
+    try:
+        with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", protocol="tcp",
+                          dashboard_address=":0") as c:
+            yield c
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The single-machine run: the catalog and its shards."""
+    root = tmp_path_factory.mktemp("single")
+    subprocess.run(_cli(*ARGS, "--out", str(root / "cat")), check=True, timeout=600)
+    subprocess.run(_cli("export", str(root / "cat"), "--out", str(root / "shards"), "--maxcount", "4", "--workers",
+                        "2"), check=True, timeout=600)
+    return root
+
+
+def _same_as_reference(reference: Path, out: Path) -> None:
+    assert _files(out) == _files(reference / "cat")
+    assert ledger_rows(out) == ledger_rows(reference / "cat")
+
+
+@pytest.mark.slow
+def test_cluster_run_is_the_single_machine_run(tmp_path, cluster, reference):
+    """sample -> export -> read on the cluster: the same files and shards, bit for bit."""
+    out, shards = tmp_path / "cat", tmp_path / "shards"
+    r = subprocess.run(_cli(*ARGS, "--out", str(out), "--cluster", cluster.scheduler_address),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    _same_as_reference(reference, out)
+    r = subprocess.run(_cli("export", str(out), "--out", str(shards), "--maxcount", "4",
+                            "--cluster", cluster.scheduler_address), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    tars = lambda root: {k: v for k, v in _files(root).items() if k.endswith(".tar")}  # noqa: E731
+    assert tars(shards) == tars(reference / "shards")
+    manifest = lambda root: json.loads((root / "shards.json").read_text())["shardlist"]  # noqa: E731
+    assert manifest(shards) == manifest(reference / "shards")  # (the rest names the catalog's path)
+    assert _samples(shards) == _samples(reference / "shards")
+    assert len(_samples(shards)) == N
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_its_locations_redone(tmp_path, cluster, reference):
+    from distributed import Client
+
+    from cluster_plugins import KillOnce
+    from seco_data import jobs
+    from seco_data.recipe import load_recipe
+    from seco_data.sample import sample
+
+    marker = tmp_path / "killed"
+    with Client(cluster.scheduler_address) as client:
+        before = set(client.run(os.getpid).values())
+        client.register_plugin(KillOnce(str(marker), after=3))
+        try:
+            with jobs.use_cluster(cluster.scheduler_address):
+                report = sample(load_recipe("demo", {"n": N}), tmp_path / "cat", workers=2)
+        finally:
+            client.unregister_worker_plugin(KillOnce.name)
+        client.wait_for_workers(2, timeout=60)
+        after = set(client.run(os.getpid).values())
+    assert marker.exists() and after != before  # a worker was killed mid-task and replaced
+    assert report.complete
+    _same_as_reference(reference, tmp_path / "cat")
+
+
+def _accepted(out: Path) -> int:
+    try:
+        db = sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'accepted'").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes_to_the_same_catalog(tmp_path, cluster, reference):
+    out = tmp_path / "cat"
+    cmd = _cli(*ARGS, "--out", str(out), "--cluster", cluster.scheduler_address)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300  # a hang guard: the kill point is a count of locations, not a time
+    while _accepted(out) < N // 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed_at = _accepted(out)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=120)
+    assert proc.returncode == -signal.SIGKILL and 0 < killed_at < N, (proc.returncode, killed_at)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    _same_as_reference(reference, out)
+
+
+# -- object storage -----------------------------------------------------------------------------------
+
+@pytest.fixture()
+def s3(monkeypatch, tmp_path):
+    with S3Server() as server:
+        for k, v in server.env().items():
+            monkeypatch.setenv(k, v)
+        monkeypatch.setenv("SECO_STAGING", str(tmp_path / "staging"))
+        monkeypatch.setenv("SECO_STORAGE_TIMEOUT_S", "2")
+        monkeypatch.setenv("SECO_STORAGE_RETRIES", "4")
+        yield server
+
+
+@pytest.mark.slow
+def test_catalog_and_shards_on_object_storage_with_faults(s3, reference):
+    """sample and export to s3://, through throttling, 5xx, a timeout and a dropped connection; the
+    objects are the single-machine files; the trainer's reader streams the shards back; verify reads it."""
+    from seco_data.export.verify import verify
+    from seco_data.export.webdataset import ShardOptions, export_webdataset
+    from seco_data.recipe import load_recipe
+    from seco_data.sample import sample
+    from seco_train.data import dataset_size
+
+    faults = [s3.fault("status", path=r"\.tif$", status=503, body=SLOW_DOWN, times=3),
+              s3.fault("status", path=r"items\.parquet", status=500, times=2),
+              s3.fault("timeout", path=r"\.tif$", seconds=5, times=1),
+              s3.fault("drop", path=r"\.tar$", times=1),
+              s3.fault("status", path=r"\.tar$", status=503, body=SLOW_DOWN, times=2)]
+    report = sample(load_recipe("demo", {"n": N}), "s3://seco-test/cat", workers=2)
+    assert report.complete
+    export_webdataset("s3://seco-test/cat", "s3://seco-test/shards", options=ShardOptions(maxcount=4), workers=2)
+    assert [f.hits for f in faults] == [f.times for f in faults]  # every fault was met, and retried through
+
+    objects = s3.keys()
+    catalog = {k[len("cat/"):]: v for k, v in objects.items() if k.startswith("cat/")}
+    local = _files(reference / "cat")
+    assert {k: v for k, v in catalog.items() if not k.startswith(BOOKKEEPING)} == local
+    assert "ledger.sqlite" in catalog  # the ledger's snapshot: a resume elsewhere starts from it
+    shards = {k[len("shards/"):]: v for k, v in objects.items()
+              if k.startswith("shards/") and k.endswith(".tar")}
+    assert shards == {k: v for k, v in _files(reference / "shards").items() if k.endswith(".tar")}
+    assert not any(b"test-secret" in v for v in objects.values())  # no credential lands in an output
+
+    assert _samples("s3://seco-test/shards") == _samples(reference / "shards")
+    assert dataset_size("s3://seco-test/shards") == N  # from the manifest on the bucket
+    assert verify("s3://seco-test/shards").ok and verify("s3://seco-test/cat").ok
+
+
+@pytest.mark.slow
+def test_storage_failures_are_bounded_one_line_errors_and_resume(s3, reference, tmp_path):
+    from seco_cli.data import main
+
+    cat = tmp_path / "cat"
+    shutil.copytree(reference / "cat", cat)
+    fault = s3.fault("status", path=r"/seco-test/out/", status=503, body=SLOW_DOWN, times=10**6)
+    runner = CliRunner()
+    args = ["export", str(cat), "--out", "s3://seco-test/out", "--maxcount", "4", "--workers", "1"]
+    r = runner.invoke(main, args)
+    assert r.exit_code not in (0, 1), r.output  # an error exit (not a crash)
+    lines = [line for line in r.output.splitlines() if line.strip() and not line.startswith(("exporting", "\r"))]
+    assert "Traceback" not in r.output and any("hint:" in line for line in lines), r.output
+    assert "test-secret" not in r.output
+    tries = Counter(c.path for c in s3.calls(path="/seco-test/out/"))
+    # each object: the first try and at most SECO_STORAGE_RETRIES=4 retries, then the error
+    assert tries and all(1 < n <= 5 for n in tries.values()), tries
+    assert fault.hits == sum(tries.values())
+    s3.clear_faults()
+    r = runner.invoke(main, args)  # the same command, once the store answers: the same shards
+    assert r.exit_code == 0, r.output
+    got = {k[len("out/"):]: v for k, v in s3.keys("out/").items() if k.endswith(".tar")}
+    assert got == {k: v for k, v in _files(reference / "shards").items() if k.endswith(".tar")}
+
+
+# -- quotas -------------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_quota_holds_cluster_wide():
+    """2 worker processes x 8 threads, a limit of 4 concurrent requests: the service never sees more
+    than 4 at once (and does see 4: the limit, not the load, is what bounds it)."""
+    from distributed import Client, LocalCluster
+
+    service = LoopbackServer()
+    service.latency = 0.2
+    service.route("GET", "/v1/ping")(lambda req, m: Response.json({}))
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), old) if p)
+    try:
+        with service, LocalCluster(n_workers=2, threads_per_worker=8, processes=True, host="127.0.0.1",
+                                   protocol="tcp", dashboard_address=":0") as c, Client(c) as client:
+            from cluster_plugins import request_through_quota
+
+            futures = [client.submit(request_through_quota, service.url, "test-quota", 4, pure=False)
+                       for _ in range(64)]
+            statuses = client.gather(futures)
+            per_worker = client.run(lambda: 1)
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+    assert statuses == [200] * 64 and len(per_worker) == 2
+    assert len(service.calls(path="/v1/ping")) == 64
+    assert service.peak == 4
+
+
+# -- the cost plan ------------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_plan_estimates_the_run_and_writes_nothing(tmp_path, reference):
+    """`sample --plan` from a 4-location pilot: files, GeoTIFF and shard bytes of the 12-location run
+    within 20 %; nothing written to --out; the JSON file written where asked."""
+    out, plan_file = tmp_path / "never", tmp_path / "plan.json"
+    r = subprocess.run(_cli(*ARGS, "--out", str(out), "--plan", "--pilot", "4", "--plan-out", str(plan_file)),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert not out.exists()
+    plan = json.loads(plan_file.read_text())
+    assert "plan for 12 locations" in r.stdout and plan["n"] == N and plan["pilot"]["locations"] == 4
+    tifs = [p for p in (reference / "cat").rglob("*.tif")]
+    shards = sum(p.stat().st_size for p in (reference / "shards").glob("*.tar"))
+    for est, got in ((plan["files"]["geotiff"], len(tifs)), (plan["bytes"]["geotiff"], sum(p.stat().st_size for p in tifs)),
+                     (plan["bytes"]["shards"], shards)):
+        assert abs(est - got) <= 0.2 * got, (est, got)
+    assert plan["service"] == {"name": "sim", "requests": 0, "bytes": 0, "retries": 0}
