@@ -28,13 +28,14 @@ venv: $(STAMP)
 install: $(STAMP)
 	@$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 
-# headless Chromium + its driver for the viewer's browser tests (Debian packages; root or sudo)
+# headless Chromium + its driver for the viewer's browser tests, node + npm for the geotiff.js test
+# (it installs geotiff.js from npm with tests/js/package-lock.json) (Debian packages; root or sudo)
 browser:
-	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then \
+	@if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null || ! command -v npm >/dev/null; then \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  echo "installing chromium and chromium-driver (Debian) for the browser tests"; \
-	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
-	  { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver >/dev/null; }; \
+	  echo "installing chromium, chromium-driver, nodejs and npm (Debian) for the browser tests"; \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver nodejs npm >/dev/null 2>&1 || \
+	  { $$SUDO apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium chromium-driver nodejs npm >/dev/null; }; \
 	fi
 
 demo: install

@@ -124,7 +124,10 @@ def catalog_html(root, out, overwrite):
               help="Address to listen on. Anything but a loopback address exposes the catalog to the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
               help="Port to listen on (0: any free port).")
-def catalog_serve(root, host, port):
+@click.option("--base-url", default=None, metavar="URL",
+              help="The address clients reach the server at (behind a proxy); every link is built from it "
+                   "[default: http://HOST:PORT]. The Host header is never used.")
+def catalog_serve(root, host, port, base_url):
     """Serve ROOT read-only over HTTP: the viewer, the static STAC catalog and a STAC API.
 
     Opens no browser; stop it with Ctrl-C.
@@ -138,7 +141,7 @@ def catalog_serve(root, host, port):
     if not is_loopback(host):
         click.echo(f"Warning: listening on {host}: anyone who can reach this machine can read the catalog",
                    err=True)
-    server = make_server(root, host, port)
+    server = make_server(root, host, port, base_url=base_url)
     url = server.url
     click.echo(f"serving {root} (read-only); press Ctrl-C to stop")
     click.echo(f"  viewer     {url}/viewer/")

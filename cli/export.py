@@ -81,7 +81,8 @@ def _bits():
 @cluster_option
 @click.argument("catalog", type=LOCATION)
 @click.option("--format", "fmt", type=RegistryChoice(_formats), default="webdataset", show_default=True,
-              help="webdataset: tar shards for streaming; seco: the SeCo folder layout (torchgeo, SeCo code).")
+              help="webdataset: tar shards for streaming; seco: the SeCo folder layout (torchgeo, SeCo code); "
+                   "ssl4eo: the SSL4EO-S12 layout (torchgeo SSL4EOS12; every band, uint16 DN).")
 @out_option(help="Output folder or object-storage URL (s3://bucket/prefix). Rerunning the same command on it resumes.",
             remote=True)
 @click.option("--bands", help="Comma-separated bands to keep, e.g. B02,B03,B04 (default: all).")
@@ -100,7 +101,7 @@ def _bits():
 @click.option("--bits", type=RegistryChoice(_bits), default="8", show_default=True,
               help="[seco] 8-bit as the SeCo release (reflectance x 255) or 16-bit DN.")
 @click.option("--compress", type=RegistryChoice(_layout_compressions), default="deflate",
-              show_default=True, help="[seco] GeoTIFF compression (jpeg: 8-bit, lossy, as the SeCo release).")
+              show_default=True, help="[seco, ssl4eo] GeoTIFF compression (jpeg: seco only, 8-bit, lossy, as the SeCo release).")
 @click.option("--preview", is_flag=True, help="[seco] Also write SeCo-100K's RGB preview per scene.")
 @json_option()
 @click.pass_context
@@ -112,6 +113,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
     seco-data export data/demo --format webdataset --out shards/ --maxsize 1GB
     seco-data export data/seco-1m --out shards/ --codec zstd    (rerun after the catalog grows: new shards only)
     seco-data export data/demo --format seco --out seco_layout/seasonal_contrast_100k
+    seco-data export data/demo --format ssl4eo --out ssl4eo_s12
     """
     from seco_data.export import FORMATS
 
@@ -140,6 +142,21 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
                 click.echo(f"note: {short}")
             click.echo(f"manifest: {join(out, MANIFEST)} (also a wids index)")
             click.echo(f"next: seco-data verify {out}")
+        return
+
+    if fmt == "ssl4eo":
+        from seco_data.export.ssl4eo_layout import export_ssl4eo_layout
+
+        with Bar("exporting", quiet=quiet(ctx)) as bar:
+            r = export_ssl4eo_layout(catalog, out, compress=compress, workers=workers, overwrite=overwrite,
+                                     progress=bar)
+        if as_json:
+            click.echo(json.dumps(r.to_dict(), indent=2))
+        elif not quiet(ctx):
+            click.echo(f"exported {r.locations} locations, {r.scenes} scenes, {r.files} files "
+                       f"({r.bytes / 1e6:.1f} MB) to {out}/{r.split} in {r.seconds:.1f} s")
+            click.echo(f"torchgeo: seco_train.torchgeo.SSL4EOS12Export(root='{out}', split='{r.split}') "
+                       "(torchgeo's SSL4EOS12 reads it too, with its fixed length of 251,079)")
         return
 
     from seco_data.export.seco_layout import export_seco_layout

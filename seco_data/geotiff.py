@@ -10,9 +10,12 @@ import numpy as np
 from .grid import PatchGrid
 
 #: lossless codecs; level 1 is used: on noisy 16-bit imagery higher levels gain < 10 % in size
-#: for 4-6x the time (bench/bench_sample.py). zstd needs GDAL >= 2.3 (rasterio, QGIS, torchgeo);
-#: use deflate for the widest compatibility.
-COMPRESSIONS = ("zstd", "deflate", "lzw", "none")
+#: for 4-6x the time (bench/bench_sample.py). The default, deflate with predictor 2, is the codec every
+#: reader opens: GDAL (rasterio, QGIS, torchgeo) and geotiff.js 2.x (OpenLayers 10, STAC Browser 4),
+#: which has no zstd decoder ("Unknown compression method identifier: 50000"). zstd writes ~2x faster
+#: at the same size on real Sentinel-2 pixels (bench/bench_geotiff.py): an option for GDAL-only use.
+COMPRESSIONS = ("deflate", "zstd", "lzw", "none")
+DEFAULT_COMPRESSION = "deflate"
 _LEVEL = {"zstd": {"zstd_level": 1}, "deflate": {"zlevel": 1}, "lzw": {}}
 
 
@@ -44,7 +47,7 @@ def encode(
     bands: tuple[str, ...],
     *,
     nodata: int = 0,
-    compress: str = "zstd",
+    compress: str = DEFAULT_COMPRESSION,
     tags: dict[str, str] | None = None,
 ) -> EncodedPatch:
     """Encode ``pixels`` (bands, H, W) uint16 on ``grid`` at ``resolution`` as a GeoTIFF in memory."""
@@ -67,7 +70,7 @@ def encode_raster(
     bands: tuple[str, ...],
     *,
     nodata: int | None = 0,
-    compress: str = "zstd",
+    compress: str = DEFAULT_COMPRESSION,
     tags: dict[str, str] | None = None,
     fast: bool = True,
 ) -> EncodedPatch:

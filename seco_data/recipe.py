@@ -94,7 +94,7 @@ class Recipe:
     #: give up after drawing this many candidates per requested location
     max_draws_per_location: int = 50
     #: GeoTIFF codec (lossless): zstd, deflate, lzw, none
-    compress: str = "zstd"
+    compress: str = "deflate"  # seco_data.geotiff.DEFAULT_COMPRESSION: every reader opens it
     #: catalog layout: ``compact`` (per location one GeoTIFF per resolution group holding every
     #: season, and one quicklook strip: 4 files; one STAC item per location, ``items.parquet`` the
     #: catalog of record) or ``per-patch`` (per location x season a JSON item, its GeoTIFFs and its

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from seco_data.catalog.index import item_json_href
+
 
 def ledger_rows(out: Path) -> list[tuple]:
     """Every accepted season with its files (per-patch assets, or the compact location's files)."""
@@ -70,7 +72,7 @@ def check_catalog(out: Path, n: int, seasons: int) -> list[dict]:
         files = {p.resolve() for p in out.glob("[0-9]*/[0-9]*/*.json")}
         assert linked == files and len(files) == len(items)
         for item in items:
-            self_href = next(link["href"] for link in item["links"] if link["rel"] == "self")
+            self_href = item_json_href(item)
             on_file = json.loads((out / self_href).read_text())
             when = [datetime.fromisoformat(i["properties"]["datetime"]) for i in (on_file, item)]
             assert on_file["id"] == item["id"] and when[0] == when[1]

@@ -98,7 +98,7 @@ def test_seco_import_is_pixel_exact_and_valid_stac(seco_src, tmp_path, schemas):
     assert props["seco:source"] == "seco-100k" and props["seco:imported_from"] == "seco"
     assert "seco:cloud_fraction" not in props and props["proj:code"] == "EPSG:4326"  # unknown: left out
     with rasterio.open(out / a["href"]) as ds:  # lossless, tiled, described
-        assert ds.compression.value.upper() == "ZSTD" and ds.profile["tiled"] and ds.descriptions[3] == "s0:B8A"
+        assert ds.compression.value.upper() == "DEFLATE" and ds.profile["tiled"] and ds.descriptions[3] == "s0:B8A"
     coll = json.loads((out / "collection.json").read_text())
     assert coll["license"] == "other" and any(link["rel"] == "license" for link in coll["links"])
     assert str(seco_src) in coll["description"] and "Mañas" in coll["providers"][1]["name"]

@@ -18,6 +18,7 @@ import sys
 import time
 import types
 import urllib.request
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,8 @@ def request(url: str, path: str, method: str = "GET", headers: dict | None = Non
     host, port = url.removeprefix("http://").rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
-        conn.putrequest(method, path, skip_accept_encoding=True)
+        conn.putrequest(method, path, skip_accept_encoding=True,
+                        skip_host=any(k.lower() == "host" for k in headers or {}))
         for k, v in (headers or {}).items():
             conn.putheader(k, v)
         if body is not None:
@@ -272,6 +274,11 @@ def test_api_documents_and_collection_items(served, demo_catalog):
     ("limit=ten", "limit"),
     ("token=abc", "token"),
     ("intersects=%7B%7D", "intersects"),
+    ("intersects=not-json", "intersects"),
+    ("intersects=%7B%22type%22%3A%22Polygon%22%2C%22coordinates%22%3A%5B%5B1%5D%5D%7D", "intersects"),
+    ("datetime=1985-13-12T23:20:50.52Z", "datetime"),  # month 13 (a 500 before)
+    ("datetime=2020-01-01T00:00:00", "datetime"),  # no time zone
+    ("datetime=2020-01-01", "datetime"),
 ])
 def test_invalid_search_parameters_are_400_naming_them(served, query, parameter):
     status, headers, body = request(served, "/api/search?" + query)
@@ -401,7 +408,8 @@ def guarded(demo_catalog, tmp_path):
     shutil.copytree(demo_catalog, root)
     (root / "leak.txt").symlink_to(tmp_path / "secret.txt")
     (root / "leakdir").symlink_to(tmp_path, target_is_directory=True)
-    (root / "alias.json").symlink_to(root / "catalog.json")
+    (root / "0000" / "alias.json").symlink_to(root / "catalog.json")
+    (root / "0000" / "ledger.json").symlink_to(root / "ledger.sqlite")  # allowed name, forbidden target
     (root / ".partial.json").write_bytes(secret)
     (root / ".hidden").mkdir()
     (root / ".hidden" / "item.json").write_bytes(secret)
@@ -436,12 +444,17 @@ def test_no_path_outside_the_catalog_is_served(guarded):
         status, _, body = request(url, path)
         assert status in (400, 403, 404), (path, status)
         assert secret not in body, path
-    status, _, body = request(url, "/alias.json")  # a symlink that stays inside is fine
+    status, _, body = request(url, "/0000/alias.json")  # a symlink that stays inside is fine
     assert status == 200 and body == (root / "catalog.json").read_bytes()
 
 
 def test_dot_files_and_directories_are_not_served(guarded):
     url, root, _, secret = guarded
+    ledger = (root / "ledger.sqlite").read_bytes()[:100]
+    assert ledger.startswith(b"SQLite format 3")
+    for path in ("/ledger.sqlite", "/recipe.yaml", "/0000/ledger.json", "/LEDGER.SQLITE"):  # the allow-list
+        status, _, body = request(url, path)
+        assert status == 404 and ledger not in body, path
     for path in ("/.partial.json", "/.hidden/item.json", "/%2ehidden/item.json", "/.seco.lock", "/0000",
                  "/0000/", "/0000/0000001/"):
         status, _, body = request(url, path)
@@ -592,3 +605,171 @@ def test_cli_serve_runs_until_ctrl_c(demo_catalog):
             proc.communicate()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "stopped" in out
+
+
+# ---------------------------------------------------------------------- conformance, intersects, hardening
+def test_stac_api_validator_finds_no_errors(served, demo_catalog, schemas, monkeypatch):
+    """stac-api-validator (the field's conformance checker) over core, item-search, collections and
+    features, its schemas read from the offline copy (any other schema URL fails the run)."""
+    import shapely.geometry
+    import stac_validator.utilities as utilities
+    from stac_api_validator.validations import QueryConfig, validate_api
+
+    fetch = utilities.fetch_and_parse_file
+
+    def offline(path, headers=None):
+        if path.startswith(("http://", "https://")) and not path.startswith(served):
+            local = schemas / path.split("://", 1)[1].split("#")[0]
+            if not local.is_file():
+                raise FileNotFoundError(f"schema not in the offline copy: {path}")
+            return json.loads(local.read_text())
+        return fetch(path, headers)
+
+    monkeypatch.setattr(utilities, "fetch_and_parse_file", offline)
+    utilities._schema_cache.cache_clear()
+    item = get_json(served, "/api/search?limit=1")["features"][0]
+    point = shapely.geometry.shape(item["geometry"]).centroid
+    with warnings.catch_warnings():  # the validator's own use of pystac's deprecated get_all_items
+        warnings.simplefilter("ignore", DeprecationWarning)
+        _, errors = validate_api(
+        root_url=served + "/api", ccs_to_validate=["core", "item-search", "collections", "features"],
+            collection=item["collection"], geometry=json.dumps({"type": "Point", "coordinates": [point.x, point.y]}),
+            auth_bearer_token=None, auth_query_parameter=None, fields_nested_property=None,
+            validate_pagination=True, query_config=QueryConfig(*[None] * 13), transaction_collection=None,
+            headers={})
+    assert list(errors) == []
+    landing = get_json(served, "/api")
+    desc = next(link for link in landing["links"] if link["rel"] == "service-desc")
+    status, headers, body = request(served, desc["href"].removeprefix(served))
+    assert status == 200 and headers["content-type"] == desc["type"] and json.loads(body)["openapi"].startswith("3.")
+    from openapi_spec_validator import validate
+
+    validate(json.loads(body))  # a valid OpenAPI 3.0 document (raises otherwise)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_pystac_client_intersects_matches_shapely(big, method):
+    import shapely
+    import shapely.geometry
+    from pystac_client import Client
+
+    url, cols = big
+    triangle = {"type": "Polygon", "coordinates": [[[-20, -10], [60, -10], [20, 50], [-20, -10]]]}
+    got = [it.id for it in Client.open(url + "/api").search(intersects=triangle, limit=200, method=method).items()]
+    shape = shapely.geometry.shape(triangle)
+    expected = []
+    for i, item_id in enumerate(cols["id"]):
+        x0, x1 = cols["xmin"][i], cols["xmax"][i]
+        box = shapely.box(x0, cols["ymin"][i], 180.0 if x0 > x1 else x1, cols["ymax"][i])
+        if shape.intersects(box):
+            expected.append(item_id)
+    in_bbox = truth(cols, shape.bounds)
+    assert 50 < len(expected) < len(in_bbox)  # the triangle selects fewer than its bounding box
+    assert got == expected
+
+
+def test_post_search_types_are_strict(served):
+    for body, parameter in [({"bbox": "0,0,10,10"}, "bbox"), ({"bbox": [0, 0, "10", 10]}, "bbox"),
+                            ({"bbox": [0, 0, True, 10]}, "bbox"), ({"datetime": 2020}, "datetime"),
+                            ({"intersects": "POINT (1 2)"}, "intersects"),
+                            ({"bbox": [0, 0, 1, 1], "intersects": {"type": "Point", "coordinates": [0, 0]}},
+                             "intersects")]:
+        status, _, raw = request(served, "/api/search", "POST", {"Content-Type": "application/json"},
+                                 json.dumps(body).encode())
+        assert status == 400 and json.loads(raw)["parameter"] == parameter, body
+
+
+def raw_request(url: str, data: bytes) -> bytes:
+    """The status line of the server's answer to the bytes ``data`` sent as they are."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(data)
+        got = b""
+        while b"\r\n" not in got and (chunk := sock.recv(65536)):
+            got += chunk
+    return got.split(b"\r\n", 1)[0]
+
+
+def test_malformed_requests_are_4xx_and_the_server_lives_on(served, demo_catalog):
+    deep = b"[" * 100_000 + b"]" * 100_000
+    for data, codes in [
+        (b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}", (b"400",)),
+        (b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Length: " + b"9" * 4301 + b"\r\n\r\n{}",
+         (b"400", b"413")),
+        (b"GET /catalog.json HTTP/1.1\r\nHost: x\r\nRange: bytes=" + b"9" * 4301 + b"-\r\n"
+         b"Connection: close\r\n\r\n", (b"416",)),
+        (b"GET /catalog.json HTTP/1.1\r\nBad header line\r\n\r\n", (b"400",)),
+        (b"POST /api/search HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
+         b"Content-Length: " + str(len(deep)).encode() + b"\r\n\r\n" + deep, (b"400",)),
+        (b"POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Length: 2000000\r\n\r\n{}", (b"413",)),
+    ]:
+        answer = raw_request(served, data)
+        assert answer.split(b" ", 2)[1] in codes, (data[:80], answer[:200])
+    # a Range header of 4,301 digits as the end of a range from 0: the whole file, from byte 0
+    status, headers, body = request(served, "/catalog.json", headers={"Range": "bytes=0-" + "9" * 4301})
+    assert status == 206 and body == (demo_catalog / "catalog.json").read_bytes()
+    assert get_json(served, "/api/conformance")["conformsTo"]  # still serving
+
+
+def test_links_come_from_the_configured_address_not_the_host_header(demo_catalog):
+    server, _ = start_server(demo_catalog, base_url="https://stac.example.org/seco/")
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        for path in ("/api", "/api/collections", "/api/search?limit=2", "/api/collections/demo/items?limit=2"):
+            status, _, body = request(url, path, headers={"Host": "evil.example", "X-Forwarded-Host": "evil.example",
+                                                          "X-Forwarded-Proto": "gopher"})
+            assert status == 200 and b"evil" not in body and b"gopher" not in body, path
+            doc = json.loads(body)
+            hrefs = [link["href"] for link in doc["links"]] + [
+                a["href"] for f in doc.get("features", []) for a in f["assets"].values()]
+            assert hrefs and all(h.startswith("https://stac.example.org/seco/") for h in hrefs), path
+            if "?" in path:  # a page's self link is the URL it was requested at
+                assert next(link["href"] for link in doc["links"] if link["rel"] == "self") == \
+                    "https://stac.example.org/seco" + path
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(UsageError):
+        make_server(demo_catalog, port=0, base_url="ftp://x")
+
+
+def test_load_400_requests_from_200_concurrent_clients(served, demo_catalog):
+    """400 requests from 200 clients connecting at once (http.server refused 93 of them: backlog 5):
+    every one answered, with the right bytes. No timing assertion."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    tif = next(demo_catalog.glob("0000/*_10m.tif"))
+    expected = {"/catalog.json": (demo_catalog / "catalog.json").read_bytes(),
+                "/" + tif.relative_to(demo_catalog).as_posix(): tif.read_bytes()}
+    paths = ["/catalog.json", "/api/search?limit=3", "/" + tif.relative_to(demo_catalog).as_posix(),
+             "/api/collections"]
+    gate = threading.Barrier(200)
+
+    def client(k: int) -> list[int]:
+        gate.wait()
+        out = []
+        for j in range(2):
+            path = paths[(k + j) % len(paths)]
+            status, _, body = request(served, path)
+            assert path not in expected or body == expected[path], path
+            out.append(status)
+        return out
+
+    with ThreadPoolExecutor(200) as pool:
+        statuses = [s for got in pool.map(client, range(200)) for s in got]
+    assert len(statuses) == 400 and set(statuses) == {200}
+
+
+def test_gdal_stacit_opens_search_results(served, demo_catalog):
+    """GDAL's STACIT driver (what QGIS and gdal_translate use on a STAC API search) mosaics the search
+    results: the pixels of one item's 10 m asset are those of its GeoTIFF."""
+    import rasterio
+
+    item = get_json(served, "/api/search?limit=1")["features"][0]
+    tif = demo_catalog / item["assets"]["data_10m"]["href"].removeprefix(served + "/")
+    search = f"{served}/api/search?ids={item['id']}&collections={item['collection']}"
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), \
+            rasterio.open(f'STACIT:"{search}":asset=data_10m') as src, rasterio.open(tif) as ref:
+        assert src.crs == ref.crs and src.transform == ref.transform and src.count == ref.count
+        assert np.array_equal(src.read(), ref.read())

@@ -29,6 +29,7 @@ from click.testing import CliRunner
 from helpers import index_items
 
 from seco_cli.data import main
+from seco_data.catalog.index import item_json_href
 from seco_data.catalog.info import catalog_info
 from seco_data.errors import CatalogError, OutputError, UsageError
 from seco_data.serve.viewer import Site, build_site
@@ -160,7 +161,7 @@ def _patches(root: Path) -> list[dict]:
                 "location": p["seco:location"], "season": s["season"], "id": item["id"], "datetime": s["datetime"],
                 "day": np.datetime64(s["datetime"][:10], "D"), "scene_id": s["scene_id"],
                 "cloud": s["eo:cloud_cover"], "pcloud": s["cloud_fraction"], "point": p["seco:point"],
-                "self": links.get("self"), "assets": {k: a["href"] for k, a in item["assets"].items()},
+                "self": item_json_href(item), "assets": {k: a["href"] for k, a in item["assets"].items()},
                 "bands": {k: [b.get("seco:season") for b in a.get("bands") or []] for k, a in item["assets"].items()},
                 "seasons": len(seasons)})
     return sorted(out, key=lambda r: (r["location"], r["season"]))

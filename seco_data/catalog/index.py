@@ -495,10 +495,28 @@ def items_of(table) -> Iterator[dict]:
 # -- writing ----------------------------------------------------------------------------------------
 
 
+#: the link of an index row to its item JSON file (per-patch layout). Not ``self``: a relative self
+#: link is the base pystac resolves the row's other hrefs against, and those are relative to the catalog
+#: root (the folder of items.parquet, the document holding them): stac-geoparquet + pystac resolved
+#: every asset to a doubled path (``0000/0000001/0000/0000001/x.tif``).
+ITEM_JSON_LINK = {"rel": "alternate", "type": GEOJSON, "title": "item JSON"}
+
+
+def item_json_href(item: dict) -> str | None:
+    """The root-relative href of an index row's item JSON file (None: compact layout). Indexes written
+    before the ``alternate`` link carried it as a relative ``self`` link."""
+    for link in item.get("links") or []:
+        if link and (link.get("rel") == "self" or (
+                link.get("rel") == "alternate" and link.get("title") == ITEM_JSON_LINK["title"])):
+            return link.get("href")
+    return None
+
+
 def rebase(item: dict, folder: str, *, self_link: bool = True) -> dict:
     """The item as seen from the catalog root: hrefs relative to ``OUT`` instead of the folder of its
-    files ``OUT/<folder>``, plus a ``self`` link to its JSON file where it has one. This is the form
-    stored in ``items.parquet``."""
+    files ``OUT/<folder>``, plus an ``alternate`` link (:data:`ITEM_JSON_LINK`) to its JSON file where it
+    has one, and no ``self`` link. This is the form stored in ``items.parquet``: its relative hrefs
+    resolve against the file's own location, as STAC resolves any relative href."""
     def up(href: str) -> str:
         if "://" in href or href.startswith("/"):
             return href
@@ -507,7 +525,7 @@ def rebase(item: dict, folder: str, *, self_link: bool = True) -> dict:
     out = dict(item)
     out["assets"] = {k: {**a, "href": "./" + up(a["href"])} for k, a in item["assets"].items()}
     links = [{**link, "href": "./" + up(link["href"])} for link in item["links"] if link["rel"] != "self"]
-    own = [{"rel": "self", "href": f"./{folder}/{item['id']}.json", "type": GEOJSON}] if self_link else []
+    own = [{**ITEM_JSON_LINK, "href": f"./{folder}/{item['id']}.json"}] if self_link else []
     out["links"] = own + links
     return out
 

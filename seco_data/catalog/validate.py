@@ -124,7 +124,7 @@ def _items(root: Path, sample: int | None, seed: int) -> Iterator[tuple[str, dic
     """(where, item dict or None to read from ``where``) of the items to validate."""
     import numpy as np
 
-    from .index import IndexFile, items_of
+    from .index import IndexFile, item_json_href, items_of
 
     index = IndexFile(root / INDEX)
     compact = "seco:seasons" in index.names
@@ -143,7 +143,7 @@ def _items(root: Path, sample: int | None, seed: int) -> Iterator[tuple[str, dic
                 if compact:
                     yield f"{INDEX} row {row} ({item['id']})", item
                 else:
-                    href = next((link["href"] for link in item.get("links", []) if link.get("rel") == "self"), None)
+                    href = item_json_href(item)
                     if href is None:
                         yield f"{INDEX} row {row} ({item['id']})", item
                     else:

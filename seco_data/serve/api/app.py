@@ -27,10 +27,12 @@ from pathlib import Path
 import numpy as np
 from urllib.parse import quote, urljoin
 
+from ...catalog.index import ITEM_JSON_LINK
 from ...catalog.layout import CATALOG, COLLECTION, GEOJSON, INDEX, JSON
 from ...errors import CatalogError
 from .index import ItemIndex
-from .params import ApiError, Query, get_params, parse_search
+from .openapi import OPENAPI, SERVICE_DESC, openapi, service_doc
+from .params import ApiError, Query, get_params, parse_json, parse_search
 
 log = logging.getLogger(__name__)
 
@@ -85,27 +87,31 @@ class StacApi:
             return self._index
 
     # -- dispatch
-    def handle(self, method: str, segs: list[str], query: str, body: bytes, base: str):
+    def handle(self, method: str, segs: list[str], query: str, body: bytes, base: str, url: str | None = None):
+        """``url``: the requested URL (configured base + path + query), the ``self`` link of
+        search and item-list pages."""
         api = base.rstrip("/") + "/api"
         try:
             if method == "POST":
                 if segs != ["search"]:
                     raise ApiError(405, "MethodNotAllowed", "POST is only allowed on /api/search")
-                try:
-                    params = json.loads(body or b"{}")
-                except ValueError as e:
-                    raise ApiError(400, "InvalidParameterValue", f"the request body is not JSON: {e}") from None
+                params = parse_json(body or b"{}")
                 if not isinstance(params, dict):
                     raise ApiError(400, "InvalidParameterValue", "the request body must be a JSON object")
-                return 200, self.search(parse_search(params), api, base, post=True), GEOJSON, {}
+                return 200, self.search(parse_search(params), api, base, post=True, url=url), GEOJSON, {}
             if not segs:
                 return 200, self.landing(api, base), JSON, {}
             if segs == ["conformance"]:
                 return 200, {"conformsTo": CONFORMS_TO}, JSON, {}
+            if segs == [OPENAPI]:
+                return 200, openapi(api, self.collection().get("id", "")), SERVICE_DESC, {}
+            if segs == [OPENAPI + ".html"]:
+                return 200, service_doc(api), "text/html; charset=utf-8", {}
             if segs == ["search"]:
-                return 200, self.search(parse_search(get_params(query)), api, base), GEOJSON, {}
+                q = parse_search(get_params(query), get=True)
+                return 200, self.search(q, api, base, url=url), GEOJSON, {}
             if segs[0] == "collections":
-                return self._collections(segs[1:], query, api, base)
+                return self._collections(segs[1:], query, api, base, url)
             raise ApiError(404, "NotFound", f"no such API path: /api/{'/'.join(segs)}")
         except ApiError as e:
             return e.status, e.body(), JSON, {}
@@ -113,7 +119,7 @@ class StacApi:
             log.error("%s", e.one_line())
             return 500, {"code": "CatalogError", "description": e.one_line()}, JSON, {}
 
-    def _collections(self, segs, query, api, base):
+    def _collections(self, segs, query, api, base, url=None):
         coll = self.collection()
         cid = coll.get("id", "")
         if not segs:
@@ -135,8 +141,8 @@ class StacApi:
         params = get_params(query)
         for k in ("ids", "collections"):
             params.pop(k, None)
-        q = replace(parse_search(params), collections=(cid,))
-        return 200, self.search(q, api, base, items_of=cid), GEOJSON, {}
+        q = replace(parse_search(params, get=True), collections=(cid,))
+        return 200, self.search(q, api, base, items_of=cid, url=url), GEOJSON, {}
 
     # -- documents
     def landing(self, api: str, base: str) -> dict:
@@ -152,6 +158,8 @@ class StacApi:
             "links": [
                 _link("self", api, JSON), _link("root", api, JSON),
                 _link("conformance", f"{api}/conformance", JSON, "STAC/OGC conformance classes"),
+                _link("service-desc", f"{api}/{OPENAPI}", SERVICE_DESC, "OpenAPI description"),
+                _link("service-doc", f"{api}/{OPENAPI}.html", "text/html", "API documentation"),
                 _link("data", f"{api}/collections", JSON, "collections"),
                 {**_link("search", f"{api}/search", GEOJSON, "item search"), "method": "GET"},
                 {**_link("search", f"{api}/search", GEOJSON, "item search"), "method": "POST"},
@@ -183,7 +191,7 @@ class StacApi:
                  _link("collection", f"{api}/collections/{cid}", JSON)]
         for link in item.get("links") or []:
             rel = link.get("rel")
-            if rel == "self":
+            if rel == "self" or (rel == "alternate" and link.get("title") == ITEM_JSON_LINK["title"]):
                 links.append({**_absolute(link, base), "rel": "alternate", "title": "static STAC item"})
             elif rel not in ("root", "parent", "collection"):
                 links.append(_absolute(link, base))
@@ -191,7 +199,8 @@ class StacApi:
         out["assets"] = {k: _absolute(a, base) for k, a in (item.get("assets") or {}).items()}
         return out
 
-    def search(self, q: Query, api: str, base: str, *, post: bool = False, items_of: str | None = None) -> dict:
+    def search(self, q: Query, api: str, base: str, *, post: bool = False, items_of: str | None = None,
+               url: str | None = None) -> dict:
         index = self.index()
         matched = index.match(q)
         page = matched[q.offset:q.offset + q.limit]
@@ -205,13 +214,13 @@ class StacApi:
         if items_of:
             nxt = replace(nxt, collections=None)
         if post:
-            links.append({**_link("self", here, GEOJSON), "method": "POST", "body": q.params()})
+            links.append({**_link("self", url or here, GEOJSON), "method": "POST", "body": q.params()})
             if nxt.offset < len(matched):
                 links.append({**_link("next", here, GEOJSON), "method": "POST", "body": nxt.params(),
                               "merge": False})
         else:
             shown = replace(q, collections=None) if items_of else q
-            links.append(_link("self", f"{here}?{shown.query_string()}", GEOJSON))
+            links.append(_link("self", url or f"{here}?{shown.query_string()}", GEOJSON))
             if nxt.offset < len(matched):
                 links.append({**_link("next", f"{here}?{nxt.query_string()}", GEOJSON), "method": "GET"})
         return {"type": "FeatureCollection", "features": features, "links": links,

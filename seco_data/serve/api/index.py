@@ -71,6 +71,8 @@ class ItemIndex:
         self._cache: OrderedDict[int, object] = OrderedDict()
         self._lock = threading.Lock()
         self._order = self._sorted = None  # ids sorted, for find()
+        self._geometries = None  # shapely footprints, read on the first ``intersects`` search
+        self._has_geometry = "geometry" in names
 
     def match(self, q: Query) -> np.ndarray:
         """Row numbers (in file order) of the items matching ``q``."""
@@ -85,6 +87,8 @@ class ItemIndex:
                 zero_copy_only=False)
         if q.bbox is not None:
             mask &= self._bbox_mask(q.bbox)
+        if q.geometry is not None:
+            mask &= self._intersects_mask(q.geometry)
         if q.has_datetime:
             if q.start is not None:
                 mask &= self.hi >= q.start
@@ -106,6 +110,37 @@ class ItemIndex:
                 # an item crossing the antimeridian covers [xmin, 180] and [-180, xmax]
                 lon |= ~plain & ((self.xmin <= qe) | (self.xmax >= qw))
         return lat & lon
+
+    def _intersects_mask(self, geometry) -> np.ndarray:
+        """Items whose footprint intersects ``geometry``: bbox candidates first, then shapely on the
+        candidates' geometries (items without a geometry column: their bbox)."""
+        import shapely
+
+        w, s, e, n = geometry.bounds
+        mask = self._bbox_mask((max(w, -180.0), max(s, -90.0), min(e, 180.0), min(n, 90.0)))
+        rows = np.flatnonzero(mask)
+        if not len(rows):
+            return mask
+        shapes = self._footprints()
+        if shapes is None:
+            shapes = shapely.box(self.xmin[rows], self.ymin[rows], self.xmax[rows], self.ymax[rows])
+        else:
+            shapes = shapes[rows]
+        shapely.prepare(geometry)
+        hit = shapely.intersects(geometry, shapes)
+        mask[rows[~hit]] = False
+        return mask
+
+    def _footprints(self):
+        if not self._has_geometry:
+            return None
+        import shapely
+
+        with self._lock:
+            if self._geometries is None:
+                wkb = self._file.read(["geometry"]).column("geometry").to_numpy(zero_copy_only=False)
+                self._geometries = shapely.from_wkb(wkb)
+            return self._geometries
 
     def find(self, item_id: str) -> int | None:
         """The row of ``item_id`` by binary search over the ids sorted once (on first use): a few

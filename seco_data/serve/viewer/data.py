@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...catalog.index import REBUILD_HINT, SEASON_FIELDS, IndexFile, season_table
+from ...catalog.index import REBUILD_HINT, SEASON_FIELDS, IndexFile, item_json_href, season_table
 from ...catalog.layout import COLLECTION, INDEX, LEDGER, THUMBNAIL
 from ...errors import CatalogError, SecoError
 from .pack import pack
@@ -564,7 +564,6 @@ class CatalogData:
                              for key, (_, seasons) in files.items() if seasons}
         else:  # an item of its own, with its JSON file and files
             item["id"] = get("id")
-            links = [link for link in get("links") or [] if link and link.get("rel") == "self"]
-            item["href"] = links[0]["href"] if links else None
+            item["href"] = item_json_href({"links": get("links")})
             item["assets"] = {key: href for key, (href, _) in files.items()}
         return item
