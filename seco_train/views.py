@@ -409,14 +409,19 @@ def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def adjust_hue(img: torch.Tensor, factor: float) -> torch.Tensor:
     """Rotate the HSV hue of a (3, H, W) RGB image by ``factor`` turns: torchvision's adjust_hue (PIL's
-    HSV) in closed form, without its clamping to [0, 1] (values stay between each pixel's min and max).
-    ``img`` may also be a batch (N, 3, H, W) with ``factor`` a tensor of shape (N, 1, 1)."""
+    HSV) in closed form, without its clamping to [0, 1] (values stay between each pixel's min and max)."""
+    return rotate_hue(img, 6 * factor)
+
+
+def rotate_hue(img: torch.Tensor, sixths) -> torch.Tensor:
+    """:func:`adjust_hue` by ``sixths`` sixths of a turn, of a (..., 3, H, W) image or batch (``sixths``
+    then a tensor broadcasting against (..., H, W))."""
     r, g, b = img.unbind(-3)
     minc, maxc = torch.aminmax(img, dim=-3)
     delta = maxc - minc
     d = torch.where(delta > 0, delta, torch.ones_like(delta))
     h6 = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, (b - r) / d + 2, (r - g) / d + 4))
-    h6 = h6.add_(6 * factor).remainder_(6)
+    h6 = h6.add_(sixths).remainder_(6)
     out = torch.empty_like(img)
     for ch, n in enumerate((5, 3, 1)):  # HSV -> RGB: V - V S clamp(min(k, 4 - k), 0, 1), k = (n + 6 H) mod 6
         k = h6.add(n).remainder_(6)
