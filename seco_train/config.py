@@ -26,7 +26,7 @@ STRETCHES = ("seco", "stats")
 DEVICES = ("auto", "cpu", "cuda")
 #: where views are made: batched on the training device (from compact uint8 inputs), or per sample in
 #: the loader workers (float32 views; the reference's way)
-AUGMENT_ON = ("device", "workers")
+AUGMENT_ON = ("auto", "device", "workers")
 #: the resolved config, saved in every run folder (and inside every checkpoint)
 CONFIG_FILE = "config.yaml"
 CONFIG = Schema(ConfigError, "config key")
@@ -50,8 +50,10 @@ class DataConfig:
     #: with in its checkpoint, so a resume on another machine reads the same streams.
     workers: int | None = None
     #: device: workers ship the drawn seasons as uint8 and each view's random parameters, the views are
-    #: made batched on the training device (seco_train.batched); workers: each worker makes float32 views
-    augment_on: str = "device"
+    #: made batched on the training device (seco_train.batched); workers: each worker makes float32 views;
+    #: auto: device on GPUs, workers on CPU (where batched views in the main process cost more than in
+    #: the workers). Both draw the same random choices: switching keeps a resume exact within rounding.
+    augment_on: str = "auto"
 
 
 @dataclass(frozen=True)

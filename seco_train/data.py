@@ -194,8 +194,8 @@ def make_loader(urls, cfg: ViewConfig, *, batch_size: int, workers: int, seed: i
     if batch_size < 1 or workers < 0 or start_step < 0:
         raise UsageError(f"batch_size >= 1, workers >= 0 and start_step >= 0 needed, not "
                          f"{batch_size}, {workers}, {start_step}")
-    if augment_on not in AUGMENT_ON:
-        raise UsageError(f"augment_on must be one of {', '.join(AUGMENT_ON)}, not {augment_on!r}")
+    if augment_on not in AUGMENT_ON or augment_on == "auto":
+        raise UsageError(f"augment_on must be device or workers, not {augment_on!r}")
     packed = augment_on == "device"
     dataset = SeasonalViews(urls, cfg, seed=seed, rank=rank, world_size=world_size, packed=packed)
     dataset._resume_at(start_step, batch_size, workers)

@@ -298,6 +298,13 @@ def wrap_model(model, cfg: RunConfig, d: Dist, device: str):
     )
 
 
+def augment_on(cfg: RunConfig, device: str) -> str:
+    """Where the views are made: ``data.augment_on``, ``auto`` resolved (the device on CUDA, else workers)."""
+    if cfg.data.augment_on != "auto":
+        return cfg.data.augment_on
+    return "device" if device == "cuda" else "workers"
+
+
 def view_batches(cfg: RunConfig, device: str, d: Dist, workers: int, start: int):
     """The run's batches as (q, [k...]) on ``device``: the loader (seco_train.data.make_loader) and the
     transform of its batches (the batched views on the device, or a copy of the workers' views),
@@ -308,8 +315,8 @@ def view_batches(cfg: RunConfig, device: str, d: Dist, workers: int, start: int)
     vcfg = view_config(cfg)
     loader = make_loader(cfg.data.shards, vcfg, batch_size=cfg.data.batch_size // d.world_size, workers=workers,
                          seed=cfg.seed, rank=d.rank, world_size=d.world_size, start_step=start,
-                         augment_on=cfg.data.augment_on, pin_memory=device == "cuda")
-    if cfg.data.augment_on == "device":
+                         augment_on=augment_on(cfg, device), pin_memory=device == "cuda")
+    if augment_on(cfg, device) == "device":
         transform = BatchViews(vcfg, device, channels_last=cfg.channels_last)
     else:
         transform = ToDevice(device, channels_last=cfg.channels_last)
@@ -385,7 +392,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     workers = loader_workers(cfg, state)
     if d.main:
         log.info("loader: %d workers per rank, views made on the %s", workers,
-                 "training device" if cfg.data.augment_on == "device" else "workers")
+                 "training device" if augment_on(cfg, device) == "device" else "workers")
     batches = view_batches(cfg, device, d, workers, start)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device == "cuda")
     metrics = Metrics(out, start, cfg.tensorboard) if d.main else None

@@ -93,7 +93,7 @@ def _tiny_model(cfg):
 
 
 def test_resume_equals_a_straight_run(shards, tmp_path):
-    cfg = _cfg(shards, **{"data.workers": 2})
+    cfg = _cfg(shards, **{"data.workers": 2, "data.augment_on": "device"})  # the GPU's path, on CPU
     train(cfg, tmp_path / "straight", make_model=_tiny_model)
     crashed = tmp_path / "crashed"
 
@@ -106,7 +106,8 @@ def test_resume_equals_a_straight_run(shards, tmp_path):
     with pytest.raises(OutputError, match="already holds a run"):
         train(cfg, crashed, make_model=_tiny_model)
     with pytest.raises(ConfigError, match=r"other settings \(optim.lr\)"):
-        train(_cfg(shards, **{"data.workers": 2, "optim.lr": 0.1}), crashed, resume=True, make_model=_tiny_model)
+        train(_cfg(shards, **{"data.workers": 2, "data.augment_on": "device", "optim.lr": 0.1}), crashed, resume=True,
+              make_model=_tiny_model)
     report = train(cfg, crashed, resume=True, make_model=_tiny_model)
     assert report.steps == 2 and report.total_steps == 4
     a, b = _weights(tmp_path / "straight"), _weights(crashed)
