@@ -24,7 +24,7 @@ encoders compiled with ``--compile``. The report goes to stdout and, with ``--ou
 Usage: python bench/bench_train.py [--device auto|cpu|cuda] [--batch 16] [--size 224] [--steps 3]
        [--workers N] [--backbones resnet18,resnet50] [--locations 60] [--shards-dir DIR] [--compile]
        [--out FILE]
-GPU (one H100, ~5 min): python bench/bench_train.py --device cuda --batch 256 --steps 20 --out bench-gpu.txt
+GPU (one H100): python bench/bench_train.py --device cuda --batch 256 --steps 20 --out bench-gpu.txt
 (without --shards-dir, a simulator catalog of --locations locations is sampled and exported twice to a
 temporary folder; the stream loops over it, so a small catalog suffices.)
 """
