@@ -181,7 +181,7 @@ class SeasonalViews(torch.utils.data.IterableDataset):
 
 
 def make_loader(urls, cfg: ViewConfig, *, batch_size: int, workers: int, seed: int, rank: int = 0,
-                world_size: int = 1, start_step: int = 0, augment_on: str = "device",
+                world_size: int = 1, start_step: int = 0, augment_on: str = "workers",
                 pin_memory: bool | None = None) -> torch.utils.data.DataLoader:
     """DataLoader over SeasonalViews with `workers` processes (persistent; pinned memory when CUDA is
     available, or as ``pin_memory`` says). Batches: ``augment_on="workers"``: (q, [k0, k1, k2]) of shape
