@@ -65,6 +65,12 @@ def _formats():
     return list(FORMATS)
 
 
+def _dtypes():
+    from seco_data.export.arrays import DTYPES
+
+    return list(DTYPES)
+
+
 def _layout_compressions():
     from seco_data.export.seco_layout import COMPRESSIONS
 
@@ -98,6 +104,9 @@ def _bits():
 @click.option("--codec", type=click.Choice(["npy", "zstd"]), default="npy", show_default=True,
               help="[webdataset] Arrays as .npy (any WebDataset decoder reads them) or zstd (.npy.zst, lossless, "
                    "about 0.6x the bytes; decoded by seco's reader).")
+@click.option("--dtype", type=RegistryChoice(_dtypes), default="stored", show_default=True,
+              help="[webdataset] stored: the catalog's values (uint16 DN); uint8: SeCo's 8-bit, floor(clip(DN x scale, "
+                   "0, 1) x 255), half the bytes and lossless for seco-train's default RGB stretch.")
 @click.option("--bits", type=RegistryChoice(_bits), default="8", show_default=True,
               help="[seco] 8-bit as the SeCo release (reflectance x 255) or 16-bit DN.")
 @click.option("--compress", type=RegistryChoice(_layout_compressions), default="deflate",
@@ -106,12 +115,13 @@ def _bits():
 @json_option()
 @click.pass_context
 def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxsize, seed, seasons, resample_10m,
-               prefix, codec, bits, compress, preview, as_json):
+               prefix, codec, dtype, bits, compress, preview, as_json):
     """Export the catalog in CATALOG to shards or to the SeCo folder layout.
 
     \b
     seco-data export data/demo --format webdataset --out shards/ --maxsize 1GB
     seco-data export data/seco-1m --out shards/ --codec zstd    (rerun after the catalog grows: new shards only)
+    seco-data export data/seco-1m --out shards-rgb/ --bands B04,B03,B02 --dtype uint8   (training-ready: 0.8 MB/location)
     seco-data export data/demo --format seco --out seco_layout/seasonal_contrast_100k
     seco-data export data/demo --format ssl4eo --out ssl4eo_s12
     """
@@ -126,7 +136,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
         from seco_data.export.webdataset import MANIFEST, ShardOptions, export_webdataset
 
         options = ShardOptions(maxcount=maxcount, maxsize=maxsize, seed=seed, bands=_csv(bands), seasons=seasons,
-                               resample_10m=resample_10m, prefix=prefix, codec=codec)
+                               resample_10m=resample_10m, prefix=prefix, codec=codec, dtype=dtype)
         with Bar("exporting", quiet=quiet(ctx), shown=("shards",)) as bar:
             r = export_webdataset(catalog, out, options=options, workers=workers, overwrite=overwrite, progress=bar)
         if as_json:

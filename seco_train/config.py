@@ -24,6 +24,9 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 #: how images are stretched: SeCo's RGB quantile stretch, or per-band statistics
 STRETCHES = ("seco", "stats")
 DEVICES = ("auto", "cpu", "cuda")
+#: where views are made: batched on the training device (from compact uint8 inputs), or per sample in
+#: the loader workers (float32 views; the reference's way)
+AUGMENT_ON = ("auto", "device", "workers")
 #: the resolved config, saved in every run folder (and inside every checkpoint)
 CONFIG_FILE = "config.yaml"
 CONFIG = Schema(ConfigError, "config key")
@@ -39,10 +42,18 @@ class DataConfig:
     #: JSON written by `seco-train stats` (stretch: stats)
     stats: str | None = None
     size: int = 224
-    #: global batch (all ranks together)
+    #: the GLOBAL batch: each of N ranks (GPUs) takes batch_size / N per step, so a multi-GPU run keeps
+    #: the paper's 256 unless told otherwise (and the queue, lr and schedule keep their meaning)
     batch_size: int = 256
-    #: DataLoader worker processes per rank
-    workers: int = 4
+    #: DataLoader worker processes per rank; unset: this machine's cores shared among its ranks, one left
+    #: to each rank's main process (seco_train.data.default_workers). A run keeps the count it started
+    #: with in its checkpoint, so a resume on another machine reads the same streams.
+    workers: int | None = None
+    #: device: workers ship the drawn seasons as uint8 and each view's random parameters, the views are
+    #: made batched on the training device (seco_train.batched); workers: each worker makes float32 views;
+    #: auto: device on GPUs, workers on CPU (where batched views in the main process cost more than in
+    #: the workers). Both draw the same random choices: switching keeps a resume exact within rounding.
+    augment_on: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,7 @@ class RunConfig:
     #: bf16 (autocast), fp32, or auto (bf16 on CUDA, fp32 on CPU)
     precision: str = "auto"
     channels_last: bool = True
+    #: torch.compile the query and key encoders (not the DDP wrapper, not the heads or queues)
     compile: bool = False
     #: cuda, cpu, or auto (cuda when available)
     device: str = "auto"
@@ -125,7 +137,8 @@ def validate(cfg: RunConfig) -> RunConfig:
          "must be the JSON of `seco-train stats` when stretch is stats")
     need(cfg.data.size >= 16, "data.size", "must be >= 16")
     need(cfg.data.batch_size >= 2, "data.batch_size", "must be >= 2")
-    need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
+    need(cfg.data.workers is None or cfg.data.workers >= 0, "data.workers", "must be >= 0 (or unset: from the cores)")
+    need(cfg.data.augment_on in AUGMENT_ON, "data.augment_on", f"must be one of {', '.join(AUGMENT_ON)}")
     need(cfg.model.backbone in BACKBONES, "model.backbone", f"must be one of {', '.join(BACKBONES)}")
     need(cfg.model.mode in MODES, "model.mode", f"must be one of {', '.join(MODES)}")
     need(cfg.model.queue_size >= 1 and cfg.model.queue_size % cfg.data.batch_size == 0, "model.queue_size",

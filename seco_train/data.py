@@ -6,7 +6,20 @@ steps. Shard ``d`` of worker ``w`` on rank ``r`` is a pure function of ``(seed, 
 are read in order inside a shard (the export shuffled locations), and sample number ``n`` of the
 worker gets its views from a ``torch.Generator`` seeded with ``(seed, r, w, n)``. The stream is
 therefore a pure function of ``(seed, rank, worker)``, and ``start`` resumes it exactly: whole
-shards are skipped by their manifest ``nsamples`` without being read.
+shards are skipped by their manifest ``nsamples`` without being read. Only the shard members holding
+the view bands are read (``iter_shard(bands=...)``).
+
+Where the views are made (``augment_on``):
+
+- ``"device"`` (default): workers ship packed samples (:func:`seco_train.batched.pack_sample`: the
+  drawn seasons as uint8 after the seco stretch, plus each view's random parameters), and
+  :class:`seco_train.batched.BatchViews` makes the views of the whole batch on the training device;
+- ``"workers"``: workers make each sample's views (:func:`seco_train.views.make_views`) and ship them
+  as float32.
+
+Both draw the same random parameters from the same generators, so they give the same views (within
+float rounding: tests/test_batched.py). :class:`DeviceBatches` puts the batches on the device, on CUDA
+one batch ahead on a side stream.
 """
 
 from __future__ import annotations
@@ -14,6 +27,7 @@ from __future__ import annotations
 import collections
 import json
 import logging
+import os
 from typing import Iterator
 
 import numpy as np
@@ -24,6 +38,8 @@ from seco_data.errors import ShardError, UsageError
 from seco_data.export.reader import current_split, expand_urls, iter_shard
 from seco_data.export.webdataset import MANIFEST
 
+from .batched import collate, pack_sample
+from .config import AUGMENT_ON
 from .views import SeasonImages, SkipSample, ViewConfig, check_sample, make_views
 
 log = logging.getLogger(__name__)
@@ -60,7 +76,7 @@ def dataset_size(urls) -> int:
     """Samples in the shard set (from shards.json when present, else counting)."""
     expanded = expand_urls(urls)
     sizes = shard_sizes(expanded)
-    return sum(sizes[u] if u in sizes else sum(1 for _ in iter_shard(u, decode=False)) for u in expanded)
+    return sum(sizes[u] if u in sizes else sum(1 for _ in iter_shard(u, decode=False, bands=())) for u in expanded)
 
 
 def _seed(domain: int, *words: int) -> int:
@@ -68,7 +84,8 @@ def _seed(domain: int, *words: int) -> int:
 
 
 class SeasonalViews(torch.utils.data.IterableDataset):
-    """An infinite stream of view tuples ``(q, [k...])`` for one rank (see the module docstring).
+    """An infinite stream of view tuples ``(q, [k...])`` for one rank (see the module docstring), or of
+    packed samples (``packed=True``: :func:`seco_train.batched.pack_sample`).
 
     ``start`` is the number of samples each worker of this rank has already consumed (yielded).
     Rank and world size default to torch.distributed when initialised, else RANK / WORLD_SIZE.
@@ -76,8 +93,9 @@ class SeasonalViews(torch.utils.data.IterableDataset):
     """
 
     def __init__(self, urls, cfg: ViewConfig, *, seed: int = 0, rank: int | None = None,
-                 world_size: int | None = None, start: int = 0):
+                 world_size: int | None = None, start: int = 0, packed: bool = False):
         super().__init__()
+        self.packed = packed
         self.urls = expand_urls(urls)
         if not self.urls:
             raise ShardError(f"no shards in {urls}")
@@ -134,7 +152,7 @@ class SeasonalViews(torch.utils.data.IterableDataset):
                 n += size  # the whole shard lies before the resume point: not read
                 continue
             skipped = collections.Counter()
-            for sample in iter_shard(url):
+            for sample in iter_shard(url, bands=self.cfg.bands):
                 try:
                     if n < start:
                         check_sample(sample, self.cfg)
@@ -149,9 +167,13 @@ class SeasonalViews(torch.utils.data.IterableDataset):
                                          hint="export the shards with the bands the views need") from None
                     continue
                 unusable = 0
-                views = make_views(images, self.cfg, self.generator(worker, n))
+                generator = self.generator(worker, n)
                 n += 1
-                yield views[0], views[1:]
+                if self.packed:
+                    yield pack_sample(images, self.cfg, generator)
+                else:
+                    views = make_views(images, self.cfg, generator)
+                    yield views[0], views[1:]
             if skipped:
                 self.skipped.update(skipped)
                 log.warning("shard %s: skipped %s (rank %d worker %d; %s so far)", url, dict(skipped),
@@ -159,23 +181,97 @@ class SeasonalViews(torch.utils.data.IterableDataset):
 
 
 def make_loader(urls, cfg: ViewConfig, *, batch_size: int, workers: int, seed: int, rank: int = 0,
-                world_size: int = 1, start_step: int = 0) -> torch.utils.data.DataLoader:
-    """DataLoader over SeasonalViews with `workers` processes (persistent, pin_memory when CUDA), batches of
-    (q, [k0, k1, k2]) of shape (B, C, size, size). start_step: resume after that many batches of this rank (with
-    DataLoader workers, batch b comes from worker b % workers: compute each worker's `start` from it).
+                world_size: int = 1, start_step: int = 0, augment_on: str = "workers",
+                pin_memory: bool | None = None) -> torch.utils.data.DataLoader:
+    """DataLoader over SeasonalViews with `workers` processes (persistent; pinned memory when CUDA is
+    available, or as ``pin_memory`` says). Batches: ``augment_on="workers"``: (q, [k0, k1, k2]) of shape
+    (B, C, size, size); ``"device"``: collated packed samples for :class:`seco_train.batched.BatchViews`.
+    start_step: resume after that many batches of this rank (with DataLoader workers, batch b comes from
+    worker b % workers: compute each worker's `start` from it).
 
     A resume gives the same batches only with the same urls, cfg, batch_size, workers, seed and rank.
     Take one iterator of the loader: each new iterator starts the stream again at ``start_step``."""
     if batch_size < 1 or workers < 0 or start_step < 0:
         raise UsageError(f"batch_size >= 1, workers >= 0 and start_step >= 0 needed, not "
                          f"{batch_size}, {workers}, {start_step}")
-    dataset = SeasonalViews(urls, cfg, seed=seed, rank=rank, world_size=world_size)
+    if augment_on not in AUGMENT_ON or augment_on == "auto":
+        raise UsageError(f"augment_on must be device or workers, not {augment_on!r}")
+    packed = augment_on == "device"
+    dataset = SeasonalViews(urls, cfg, seed=seed, rank=rank, world_size=world_size, packed=packed)
     dataset._resume_at(start_step, batch_size, workers)
     return torch.utils.data.DataLoader(
         dataset,
         batch_size=batch_size,
         num_workers=workers,
         persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        collate_fn=collate if packed else None,
     )
 
+
+def default_workers(local_ranks: int = 1) -> int:
+    """Loader workers per rank when the config leaves ``data.workers`` unset: this process's cores
+    shared among the ranks of this machine, one core left to each rank's main process, at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, local_ranks) - 1)
+
+
+class DeviceBatches:
+    """The batches of ``loader`` as ``(q, [k...])`` on ``device``: ``transform(batch)`` copies a batch
+    there (and, on the device path, makes its views: :class:`seco_train.batched.BatchViews`).
+
+    On CUDA the transform of the next batch runs on a side stream as soon as the current batch is
+    handed out, so its host-to-device copy (from pinned memory) and its augmentation overlap the
+    training step of the current one; the compute stream waits for it only when it needs it."""
+
+    def __init__(self, loader, transform, device: str | torch.device):
+        self.loader = loader
+        self.transform = transform
+        self.device = torch.device(device)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, list[torch.Tensor]]]:
+        batches = iter(self.loader)
+        if self.device.type != "cuda":
+            for batch in batches:
+                yield self.transform(batch)
+            return
+        side = torch.cuda.Stream(self.device)
+
+        def prepare():
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return None
+            with torch.cuda.stream(side):
+                out = self.transform(batch)
+                done = torch.cuda.Event()
+                done.record(side)
+            return out, done
+
+        ready = prepare()
+        while ready is not None:
+            (q, keys), done = ready
+            compute = torch.cuda.current_stream(self.device)
+            compute.wait_event(done)
+            for t in (q, *keys):
+                t.record_stream(compute)  # made on the side stream, used on this one
+            ready = prepare()
+            yield q, keys
+
+
+class ToDevice:
+    """The transform of view batches made by the workers: copy to ``device`` (non-blocking from pinned
+    memory), channels-last when asked."""
+
+    def __init__(self, device: str | torch.device, channels_last: bool = False):
+        self.device = torch.device(device)
+        self.channels_last = channels_last
+
+    def __call__(self, batch) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        q, keys = batch
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
+        q = q.to(self.device, non_blocking=True).contiguous(memory_format=fmt)
+        return q, [k.to(self.device, non_blocking=True).contiguous(memory_format=fmt) for k in keys]

@@ -130,10 +130,9 @@ class SeasonalContrast(nn.Module):
 
     @torch.no_grad()
     def _momentum_update(self) -> None:
-        """key = m * key + (1 - m) * query, for the key encoder and key heads."""
-        k, q = self._key_params(), self._query_params()
-        torch._foreach_mul_(k, self.momentum)
-        torch._foreach_add_(k, torch._foreach_mul(q, 1.0 - self.momentum))
+        """key = m * key + (1 - m) * query, for the key encoder and key heads: one foreach lerp (key +
+        (1 - m) * (query - key)), a single fused kernel per dtype and device on CUDA."""
+        torch._foreach_lerp_(self._key_params(), self._query_params(), 1.0 - self.momentum)
 
     @torch.no_grad()
     def _encode_keys(self, x: Tensor) -> Tensor:

@@ -119,12 +119,13 @@ def lr_at(step: int, total: int, cfg: RunConfig) -> float:
 
 # -- checkpoints --------------------------------------------------------------------------------------
 
-def save_checkpoint(path: Path, model, optimizer, step: int, cfg: RunConfig) -> None:
+def save_checkpoint(path: Path, model, optimizer, step: int, cfg: RunConfig, *, loader_workers: int | None = None) -> None:
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,
         "config": cfg.to_dict(),
+        "loader_workers": loader_workers,  # what data.workers resolved to: a resume reads the same streams
         "software": {"name": "seco", "version": __version__, "torch": torch.__version__},
         "rng": {
             "torch": torch.get_rng_state(),
@@ -262,6 +263,66 @@ def total_steps(cfg: RunConfig) -> tuple[int, int]:
     return max(1, round(cfg.optim.epochs * per_epoch / cfg.data.batch_size)), per_epoch
 
 
+def loader_workers(cfg: RunConfig, state: dict | None) -> int:
+    """``data.workers``, or when unset the count the run started with (its checkpoint), else one from
+    this machine's cores (:func:`seco_train.data.default_workers`)."""
+    from .data import default_workers
+
+    if cfg.data.workers is not None:
+        return cfg.data.workers
+    if state is not None and state.get("loader_workers") is not None:
+        return int(state["loader_workers"])
+    return default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def build_optimizer(params, cfg: RunConfig, device: str) -> torch.optim.Optimizer:
+    """SGD as the paper; one fused kernel per step on CUDA (the same update, the same state dict)."""
+    return torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                           weight_decay=cfg.optim.weight_decay, **({"fused": True} if device == "cuda" else {}))
+
+
+def wrap_model(model, cfg: RunConfig, d: Dist, device: str):
+    """The module the loop calls: the encoders compiled when ``cfg.compile`` (each alone: the shuffle-BN
+    gathers, queues and heads stay eager, so there are no graph breaks to pay for), and DDP around the
+    model on several ranks (gradients as views of the all-reduce buckets; a static graph: every step
+    uses every query parameter)."""
+    if cfg.compile:
+        model.encoder_q.compile()
+        model.encoder_k.compile()
+    if d.world_size == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[d.local_rank] if device == "cuda" else None,
+        broadcast_buffers=False,  # queues are kept identical by the all-gather, BN stats are per rank
+        gradient_as_bucket_view=True, static_graph=True,
+    )
+
+
+def augment_on(cfg: RunConfig, device: str) -> str:
+    """Where the views are made: ``data.augment_on``, ``auto`` resolved (the device on CUDA, else workers)."""
+    if cfg.data.augment_on != "auto":
+        return cfg.data.augment_on
+    return "device" if device == "cuda" else "workers"
+
+
+def view_batches(cfg: RunConfig, device: str, d: Dist, workers: int, start: int):
+    """The run's batches as (q, [k...]) on ``device``: the loader (seco_train.data.make_loader) and the
+    transform of its batches (the batched views on the device, or a copy of the workers' views),
+    prefetched one batch ahead on a side stream on CUDA."""
+    from .batched import BatchViews
+    from .data import DeviceBatches, ToDevice, make_loader
+
+    vcfg = view_config(cfg)
+    loader = make_loader(cfg.data.shards, vcfg, batch_size=cfg.data.batch_size // d.world_size, workers=workers,
+                         seed=cfg.seed, rank=d.rank, world_size=d.world_size, start_step=start,
+                         augment_on=augment_on(cfg, device), pin_memory=device == "cuda")
+    if augment_on(cfg, device) == "device":
+        transform = BatchViews(vcfg, device, channels_last=cfg.channels_last)
+    else:
+        transform = ToDevice(device, channels_last=cfg.channels_last)
+    return DeviceBatches(loader, transform, device)
+
+
 def train_step(net, optimizer, q, keys, *, device: str, bf16: bool):
     """One optimisation step (forward with autocast, backward, SGD step); returns (loss, metrics)."""
     with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=bf16):
@@ -293,7 +354,10 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
             raise OutputError(f"{out} already holds a run (checkpoint.pt)",
                               hint="pass --resume to continue it, or choose a new --out")
         state = load_checkpoint(ckpt_path)
-        diff = differences(state["config"], cfg.to_dict())
+        saved = state["config"]
+        if "augment_on" not in (saved.get("data") or {}):  # a run from before augment_on: the same random
+            saved = {**saved, "data": {**saved["data"], "augment_on": cfg.data.augment_on}}  # draws either way
+        diff = differences(saved, cfg.to_dict())
         if diff:
             raise ConfigError(f"the run in {out} was started with other settings ({', '.join(diff)})",
                               hint="resume with the same config, or start a new run with another --out")
@@ -306,6 +370,8 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     torch.manual_seed(cfg.seed)  # the same initial weights and queues on every rank
     np.random.seed(cfg.seed)
     random.seed(cfg.seed)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick each convolution's fastest algorithm once
     model = build_model(cfg, d) if make_model is None else make_model(cfg)
     if d.world_size > 1 and cfg.model.sync_bn:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -313,29 +379,21 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                weight_decay=cfg.optim.weight_decay)
+    optimizer = build_optimizer(params, cfg, device)
     start = 0
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start = int(state["step"])
         _restore_rng(state["rng"])
-    net = model
-    if d.world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[d.local_rank] if device == "cuda" else None,
-            broadcast_buffers=False,  # queues are kept identical by the all-gather, BN stats are per rank
-        )
-    if cfg.compile:
-        net = torch.compile(net)
+    net = wrap_model(model, cfg, d, device)
     total, per_epoch = total_steps(cfg)
     steps_per_epoch = max(1, per_epoch // cfg.data.batch_size)
-    from .data import make_loader
-
-    loader = make_loader(cfg.data.shards, view_config(cfg), batch_size=cfg.data.batch_size // d.world_size,
-                         workers=cfg.data.workers, seed=cfg.seed, rank=d.rank, world_size=d.world_size,
-                         start_step=start)
+    workers = loader_workers(cfg, state)
+    if d.main:
+        log.info("loader: %d workers per rank, views made on the %s", workers,
+                 "training device" if augment_on(cfg, device) == "device" else "workers")
+    batches = view_batches(cfg, device, d, workers, start)
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device == "cuda")
     metrics = Metrics(out, start, cfg.tensorboard) if d.main else None
     model.train()
@@ -345,14 +403,9 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
     images_per_s = 0.0
     views = 4 if cfg.model.mode == "seco" else 2
     try:
-        it = iter(loader)
+        it = iter(batches)
         while step < total:
             q, keys = next(it)
-            q = q.to(device, non_blocking=True)
-            keys = [k.to(device, non_blocking=True) for k in keys]
-            if cfg.channels_last:
-                q = q.contiguous(memory_format=torch.channels_last)
-                keys = [k.contiguous(memory_format=torch.channels_last) for k in keys]
             lr = lr_at(step, total, cfg)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -373,7 +426,7 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
                 if progress and d.main:
                     progress(Progress(step, total, "step", info={**last, "images_per_s": images_per_s}))
             if d.main and (step % cfg.checkpoint_every == 0 or step == total):
-                save_checkpoint(ckpt_path, model, optimizer, step, cfg)
+                save_checkpoint(ckpt_path, model, optimizer, step, cfg, loader_workers=workers)
     finally:
         if metrics:
             metrics.close()

@@ -139,10 +139,27 @@ def seco_stretch(value8: np.ndarray, band: str) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
+def _seco_lut8(dtype: str, scale: float, band: str) -> np.ndarray:
+    """uint8 table DN -> stretched 8-bit value k (the image value is k / 255) for 8- and 16-bit data."""
+    dn = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
+    return seco_stretch(to_uint8(dn, scale), band)
+
+
+@functools.lru_cache(maxsize=64)
 def _seco_lut(dtype: str, scale: float, band: str) -> np.ndarray:
     """float32 table DN -> stretched image value (k / 255) for 8- and 16-bit data."""
-    dn = np.arange(np.iinfo(dtype).max + 1, dtype=dtype)
-    return (seco_stretch(to_uint8(dn, scale), band) / np.float32(255)).astype(np.float32)
+    return (_seco_lut8(dtype, scale, band) / np.float32(255)).astype(np.float32)
+
+
+def stretch8(dn: np.ndarray, scale: float, band: str, out: np.ndarray | None = None) -> np.ndarray:
+    """The seco stretch of ``dn`` as uint8 k (image value k / 255)."""
+    if dn.dtype in (np.uint8, np.uint16):
+        return np.take(_seco_lut8(dn.dtype.name, scale, band), dn, out=out)
+    value = seco_stretch(to_uint8(dn, scale), band)
+    if out is None:
+        return value
+    out[...] = value
+    return out
 
 
 def _locate(meta: dict, bands: tuple[str, ...]) -> list[tuple[str, int, float]]:
@@ -176,11 +193,17 @@ class SeasonImages:
         self.cfg = cfg
         self.located = _locate(sample["json"], cfg.bands)
         self.arrays = [sample[name] for name, _, _ in self.located]
+        self.sample_arrays = {name: sample[name] for name, _, _ in self.located}
         self.seasons = self.arrays[0].shape[0]
         if any(a.shape[0] != self.seasons for a in self.arrays):
             raise SkipSample(f"sample {self.key} has arrays of different season counts", reason="no_season")
         self.shape = (len(cfg.bands), max(a.shape[2] for a in self.arrays), max(a.shape[3] for a in self.arrays))
         self._done: dict[int, torch.Tensor] = {}
+        # the bands stored in one shard array form a group: [(array name, [(channel, row)])]
+        groups: dict[str, list[tuple[int, int]]] = {}
+        for c, (name, row, _) in enumerate(self.located):
+            groups.setdefault(name, []).append((c, row))
+        self.groups = list(groups.items())
 
     def __len__(self) -> int:
         return self.seasons
@@ -189,6 +212,33 @@ class SeasonImages:
         if season not in self._done:
             self._done[season] = self._convert(season)
         return self._done[season]
+
+    def layout(self) -> tuple[list[list[int]], list[float]]:
+        """Per band (in cfg.bands order): its [group, index in the group] in :meth:`pack`, and its scale."""
+        where = {c: [g, k] for g, (_, members) in enumerate(self.groups) for k, (c, _) in enumerate(members)}
+        return [where[c] for c in range(len(self.located))], [scale for _, _, scale in self.located]
+
+    def pack(self, seasons: tuple[int, ...]) -> list[np.ndarray]:
+        """What a loader worker ships of ``seasons``: per group, a (len(seasons), bands, h, w) array at the
+        group's own resolution: seco: the stretched uint8 k (image value k / 255); stats: the stored
+        values (uint8 as is, uint16 as the bits of int16, anything else as float32), scaled on the device."""
+        out = []
+        for name, members in self.groups:
+            arr = self.sample_arrays[name]
+            rows = [row for _, row in members]
+            if self.cfg.stretch == "seco":
+                packed = np.empty((len(seasons), len(rows), *arr.shape[2:]), np.uint8)
+                for i, s in enumerate(seasons):
+                    for k, (c, row) in enumerate(members):
+                        stretch8(arr[s, row], self.located[c][2], self.cfg.bands[c], out=packed[i, k])
+            else:
+                packed = arr[np.asarray(seasons)][:, rows]
+                if packed.dtype == np.uint16:
+                    packed = packed.view(np.int16)
+                elif packed.dtype != np.uint8:
+                    packed = packed.astype(np.float32)
+            out.append(np.ascontiguousarray(packed))
+        return out
 
     def _convert(self, season: int) -> torch.Tensor:
         out = torch.empty(self.shape, dtype=torch.float32)
@@ -217,6 +267,49 @@ def to_images(sample: dict, cfg: ViewConfig) -> torch.Tensor:
 
 # -- random parameters ------------------------------------------------------------------------------
 
+#: per mode: the image (index into the plan's seasons) of each view, and whether it gets ``aug``
+SOURCES = {"seco": (0, 1, 2, 0), "moco": (0, 0), "moco_tp": (0, 1)}
+AUGMENTED = {"seco": (False, True, False, True), "moco": (True, True), "moco_tp": (True, True)}
+#: per mode: the crop comes before the augmentation (MoCo-v2's transform) or after it (SeCo's)
+CROP_FIRST = {"seco": False, "moco": True, "moco_tp": True}
+
+
+@dataclass(frozen=True)
+class ViewParams:
+    """Every random choice of one view: its crop box and, when ``augmented``, the augmentation's."""
+
+    source: int  # index into ViewPlan.seasons
+    box: tuple[int, int, int, int]  # top, left, height, width of the crop
+    augmented: bool = False
+    jitter: bool = False  # ColorJitter applied (p=0.8)
+    factors: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 0.0)  # brightness, contrast, saturation, hue
+    order: tuple[int, int, int, int] = (0, 1, 2, 3)  # the jitter's operations in the order applied
+    gray: bool = False  # drawn (p=0.2); applied to three bands only
+    blur: bool = False  # p=0.5
+    sigma: float = 0.1
+    flip: bool = False  # p=0.5
+
+    #: the layout of :meth:`row`, the float64 vector a loader worker ships per view
+    FIELDS = ("source", "top", "left", "height", "width", "augmented", "jitter", "brightness", "contrast",
+              "saturation", "hue", "order0", "order1", "order2", "order3", "gray", "blur", "sigma", "flip")
+
+    def row(self) -> list[float]:
+        return [self.source, *self.box, self.augmented, self.jitter, *self.factors, *self.order, self.gray,
+                self.blur, self.sigma, self.flip]
+
+
+#: column of each field in a params row
+COL = {name: k for k, name in enumerate(ViewParams.FIELDS)}
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """The random draws of one sample's views: the seasons drawn and each view's parameters."""
+
+    seasons: tuple[int, ...]
+    views: tuple[ViewParams, ...]
+
+
 def _crop_box(u: list[float], height: int, width: int, scale: tuple[float, float]) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop.get_params driven by the uniforms ``u``."""
     area = height * width
@@ -243,21 +336,65 @@ def _uniforms(generator: torch.Generator, n: int) -> list[float]:
     return torch.rand(n, dtype=torch.float64, generator=generator).tolist()
 
 
-# -- operations -------------------------------------------------------------------------------------
+def _aug_params(u: list[float]) -> dict:
+    """The augmentation's choices from its 13 uniforms: jitter u[0] (factors u[1:5], order the ranks of
+    u[5:9]), grayscale u[9], blur u[10] (sigma u[11]), flip u[12]."""
+    b, c, s, h = JITTER
+    return {"augmented": True, "jitter": u[0] < P_JITTER,
+            "factors": (1 - b + 2 * b * u[1], 1 - c + 2 * c * u[2], 1 - s + 2 * s * u[3], -h + 2 * h * u[4]),
+            "order": tuple(sorted(range(4), key=lambda k: u[5 + k])), "gray": u[9] < P_GRAY,
+            "blur": u[10] < P_BLUR, "sigma": BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[11],
+            "flip": u[12] < P_FLIP}
 
-def crop(img: torch.Tensor, cfg: ViewConfig, generator: torch.Generator) -> torch.Tensor:
-    """RandomResizedCrop(cfg.size, cfg.scale) of a (C, H, W) image."""
-    i, j, h, w = _crop_box(_uniforms(generator, _CROP_U), img.shape[-2], img.shape[-1], cfg.scale)
-    return F.resized_crop(img, i, j, h, w, [cfg.size, cfg.size], antialias=True)
+
+def draw_plan(seasons: int, height: int, width: int, cfg: ViewConfig, generator: torch.Generator) -> ViewPlan:
+    """Every random choice of one sample's views, from ``generator`` in a fixed order: three season
+    indices; then seco: the augmentations of k0 and k2, the crops of q, k0, k1, k2; moco modes: crop
+    then augmentation of each view. A crop uses 40 uniforms, an augmentation 13."""
+    if seasons < 1:
+        raise SkipSample(f"{seasons} seasons hold no image", reason="no_season")
+    t = torch.randint(seasons, (3,), generator=generator).tolist()
+    sources, augmented = SOURCES[cfg.mode], AUGMENTED[cfg.mode]
+    if cfg.mode == "seco":
+        augs = {1: _aug_params(_uniforms(generator, _AUG_U)), 3: _aug_params(_uniforms(generator, _AUG_U))}
+        boxes = [_crop_box(_uniforms(generator, _CROP_U), height, width, cfg.scale) for _ in sources]
+        drawn = (t[0], t[1], t[2])
+    else:
+        augs, boxes = {}, []
+        for v in range(len(sources)):
+            boxes.append(_crop_box(_uniforms(generator, _CROP_U), height, width, cfg.scale))
+            augs[v] = _aug_params(_uniforms(generator, _AUG_U))
+        drawn = (t[0],) if cfg.mode == "moco" else (t[0], t[1])
+    views = tuple(ViewParams(source=s, box=boxes[v], **(augs[v] if augmented[v] else {}))
+                  for v, s in enumerate(sources))
+    return ViewPlan(drawn, views)
+
+
+# -- operations (one image at a time: the reference for seco_train.batched) ----------------------------
+
+def crop(img: torch.Tensor, box: tuple[int, int, int, int], size: int) -> torch.Tensor:
+    """The resized crop of a (C, H, W) image: torchvision's, bilinear and antialiased."""
+    i, j, h, w = box
+    return F.resized_crop(img, i, j, h, w, [size, size], antialias=True)
+
+
+def blur_kernel(sigma: float, radius: int) -> list[float]:
+    """The Gaussian weights at offsets -radius..radius (torchvision's, normalised to sum 1)."""
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    return torch.softmax(-(x / sigma) ** 2 / 2, dim=0).tolist()
+
+
+def blur_radius(sigma: float, height: int, width: int) -> int:
+    """The kernel radius ceil(3 sigma), capped by the reflect padding's limit."""
+    return min(math.ceil(3 * sigma), height - 1, width - 1)
 
 
 def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
     """torchvision's Gaussian blur (kernel radius ceil(3 sigma), reflect padding) of a (C, H, W)
     image, computed separably as sums of shifted images (2-4x faster than its conv2d on CPU)."""
     c, h, w = img.shape
-    r = min(math.ceil(3 * sigma), h - 1, w - 1)
-    x = torch.arange(-r, r + 1, dtype=torch.float64)
-    k = torch.softmax(-(x / sigma) ** 2 / 2, dim=0).tolist()
+    r = blur_radius(sigma, h, w)
+    k = blur_kernel(sigma, r)
     padded = nnf.pad(img[None], (r, r, r, r), mode="reflect")[0]
     rows = padded[:, :, r:r + w] * k[r]
     for i in range(2 * r + 1):
@@ -273,28 +410,32 @@ def gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
 def adjust_hue(img: torch.Tensor, factor: float) -> torch.Tensor:
     """Rotate the HSV hue of a (3, H, W) RGB image by ``factor`` turns: torchvision's adjust_hue (PIL's
     HSV) in closed form, without its clamping to [0, 1] (values stay between each pixel's min and max)."""
-    r, g, b = img.unbind(0)
-    minc, maxc = torch.aminmax(img, dim=0)
+    return rotate_hue(img, 6 * factor)
+
+
+def rotate_hue(img: torch.Tensor, sixths) -> torch.Tensor:
+    """:func:`adjust_hue` by ``sixths`` sixths of a turn, of a (..., 3, H, W) image or batch (``sixths``
+    then a tensor broadcasting against (..., H, W))."""
+    r, g, b = img.unbind(-3)
+    minc, maxc = torch.aminmax(img, dim=-3)
     delta = maxc - minc
     d = torch.where(delta > 0, delta, torch.ones_like(delta))
     h6 = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, (b - r) / d + 2, (r - g) / d + 4))
-    h6 = h6.add_(6 * factor).remainder_(6)
+    h6 = h6.add_(sixths).remainder_(6)
     out = torch.empty_like(img)
     for ch, n in enumerate((5, 3, 1)):  # HSV -> RGB: V - V S clamp(min(k, 4 - k), 0, 1), k = (n + 6 H) mod 6
         k = h6.add(n).remainder_(6)
-        torch.minimum(k, 4 - k, out=out[ch])
-        out[ch].clamp_(0, 1).mul_(delta).neg_().add_(maxc)
+        o = out.select(-3, ch)
+        torch.minimum(k, 4 - k, out=o)
+        o.clamp_(0, 1).mul_(delta).neg_().add_(maxc)
     return out
 
 
-def _jitter(img: torch.Tensor, u: list[float], hi: float) -> torch.Tensor:
-    """ColorJitter(0.4, 0.4, 0.4, 0.1): factors from u[0:4], order from the ranks of u[4:8]."""
-    b, c, s, h = JITTER
-    factors = (1 - b + 2 * b * u[0], 1 - c + 2 * c * u[1], 1 - s + 2 * s * u[2], -h + 2 * h * u[3])
-    order = sorted(range(4), key=lambda k: u[4 + k])
+def _jitter(img: torch.Tensor, p: ViewParams, hi: float) -> torch.Tensor:
+    """ColorJitter(0.4, 0.4, 0.4, 0.1) with the factors and order of ``p``."""
     rgb = img.shape[0] == 3
-    for op in order:
-        f = factors[op]
+    for op in p.order:
+        f = p.factors[op]
         if op == 0:
             img = img.mul(f).clamp_(0, hi)
         elif op == 1:
@@ -310,36 +451,45 @@ def _jitter(img: torch.Tensor, u: list[float], hi: float) -> torch.Tensor:
     return img
 
 
-def augment(img: torch.Tensor, cfg: ViewConfig, generator: torch.Generator) -> torch.Tensor:
-    """MoCo-v2's artificial augmentation of a (C, H, W) image (jitter, grayscale, blur, flip)."""
-    u = _uniforms(generator, _AUG_U)
-    hi = 1.0 if cfg.stretch == "seco" else math.inf
-    if u[0] < P_JITTER:
-        img = _jitter(img, u[1:9], hi)
-    if u[9] < P_GRAY and img.shape[0] == 3:
+def augment(img: torch.Tensor, p: ViewParams, hi: float) -> torch.Tensor:
+    """MoCo-v2's artificial augmentation of a (C, H, W) image with the choices of ``p`` (jitter,
+    grayscale, blur, flip); ``hi``: the colour operations' upper clamp."""
+    if p.jitter:
+        img = _jitter(img, p, hi)
+    if p.gray and img.shape[0] == 3:
         img = F.rgb_to_grayscale(img, num_output_channels=3).contiguous()
-    if u[10] < P_BLUR:
-        img = gaussian_blur(img, BLUR_SIGMA[0] + (BLUR_SIGMA[1] - BLUR_SIGMA[0]) * u[11])
-    if u[12] < P_FLIP:
+    if p.blur:
+        img = gaussian_blur(img, p.sigma)
+    if p.flip:
         img = F.horizontal_flip(img)
     return img
+
+
+def upper_clamp(cfg: ViewConfig) -> float:
+    """The colour operations clamp to [0, 1] for the seco stretch, only below at 0 for ``stats``."""
+    return 1.0 if cfg.stretch == "seco" else math.inf
+
+
+def apply_view(img: torch.Tensor, p: ViewParams, cfg: ViewConfig) -> torch.Tensor:
+    """One view of a (C, H, W) image, before normalisation: crop(aug(img)) for seco, aug(crop(img)) for
+    the MoCo modes (aug only when ``p.augmented``)."""
+    if CROP_FIRST[cfg.mode]:
+        img = crop(img, p.box, cfg.size)
+        return augment(img, p, upper_clamp(cfg)) if p.augmented else img
+    if p.augmented:
+        img = augment(img, p, upper_clamp(cfg))
+    return crop(img, p.box, cfg.size)
 
 
 def make_views(images: torch.Tensor, cfg: ViewConfig, generator: torch.Generator) -> list[torch.Tensor]:
     """seco: [q, k0, k1, k2]; moco: [q, k0]; moco_tp: [q, k0]; each (C, size, size) float32.
 
-    ``images`` may also be a :class:`SeasonImages`, which converts only the seasons drawn."""
+    ``images`` may also be a :class:`SeasonImages`, which converts only the seasons drawn. The per-sample
+    path: :mod:`seco_train.batched` computes the same views for a whole batch on the training device."""
     if len(images) < 1 or (isinstance(images, torch.Tensor) and images.ndim != 4):
         raise SkipSample(f"images of shape {tuple(images.shape)} hold no season", reason="no_season")
-    t = torch.randint(len(images), (3,), generator=generator).tolist()
-    if cfg.mode == "seco":
-        k0 = augment(images[t[1]], cfg, generator)
-        k2 = augment(images[t[0]], cfg, generator)
-        views = [crop(x, cfg, generator) for x in (images[t[0]], k0, images[t[2]], k2)]
-    else:
-        seasons = (t[0], t[0]) if cfg.mode == "moco" else (t[0], t[1])
-        views = []
-        for s in seasons:
-            views.append(augment(crop(images[s], cfg, generator), cfg, generator))
+    height, width = images.shape[-2:]
+    plan = draw_plan(len(images), height, width, cfg, generator)
+    views = [apply_view(images[plan.seasons[p.source]], p, cfg) for p in plan.views]
     mean, std = cfg.normalisation()
     return [F.normalize(v, mean, std) for v in views]  # not in place: a crop may be a view of images

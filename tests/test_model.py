@@ -143,7 +143,8 @@ def test_momentum_update_and_key_encoder_gets_no_gradient():
     loss, _ = model(*batch("seco"))
     loss.backward()
     for k_new, k_old, q_old in zip(model._key_params(), key_before, query_before, strict=True):
-        assert torch.equal(k_new, m * k_old + (1 - m) * q_old)
+        assert torch.equal(k_new, torch.lerp(k_old, q_old, 1 - m))  # the foreach lerp, exactly
+        torch.testing.assert_close(k_new, m * k_old + (1 - m) * q_old, atol=1e-6, rtol=0)
         assert k_new.grad is None and not k_new.requires_grad
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model._query_params())
     assert model.backbone is model.encoder_q

@@ -369,3 +369,65 @@ def test_a_grown_catalog_gets_new_shards_and_layouts_give_the_same_shards(demo_c
     export_webdataset(demo_catalog, tmp_path / "at-once", options=opts)
     assert shardlist(out) == shardlist(tmp_path / "at-once")  # the same shards as exporting it whole
     assert verify(out).ok
+
+
+def test_training_ready_export_uint8_rgb(demo_catalog, shards, tmp_path):
+    """--bands B04,B03,B02 --dtype uint8: SeCo's 8-bit of the same pixels at half the bytes per value,
+    whose pre-training views are bit-identical to those of the full uint16 shards."""
+    torch = pytest.importorskip("torch")
+    from seco_data.bands import to_uint8
+    from seco_train.views import ViewConfig, make_views, to_images
+
+    out = tmp_path / "rgb8"
+    res = CliRunner().invoke(main, ["export", str(demo_catalog), "--out", str(out), "--maxcount", "2", "--seed", "7",
+                                    "--bands", "B04,B03,B02", "--dtype", "uint8", "--json"])
+    assert res.exit_code == 0, res.output
+    manifest = json.loads((out / "shards.json").read_text())
+    assert manifest["options"]["dtype"] == "uint8" and "dtype" not in json.loads((shards / "shards.json").read_text())["options"]
+    full = {s["__key__"]: s for s in ShardReader(shards, split=Split())}
+    samples = list(ShardReader(out, split=Split()))
+    assert len(samples) == 5
+    per_value = (samples[0]["10m"].nbytes / samples[0]["10m"].size, full[samples[0]["__key__"]]["10m"].itemsize)
+    assert per_value == (1, 2)
+    for s in samples:
+        spec = s["json"]["arrays"]["10m"]
+        assert list(s["json"]["arrays"]) == ["10m"] and spec["bands"] == ["B04", "B03", "B02"]
+        assert (spec["dtype"], spec["scale"], spec["source_dtype"], spec["source_scale"]) == \
+            ("uint8", 1 / 255, "uint16", 1e-4)
+        want = full[s["__key__"]]
+        rows = [want["json"]["arrays"]["10m"]["bands"].index(b) for b in spec["bands"]]
+        np.testing.assert_array_equal(s["10m"], to_uint8(want["10m"][:, rows], 1e-4))
+        cfg = ViewConfig(size=32)
+        a, b = to_images(s, cfg), to_images(want, cfg)
+        assert torch.equal(a, b)
+        for seed in range(3):
+            va, vb = (make_views(x, cfg, torch.Generator().manual_seed(seed)) for x in (a, b))
+            assert all(torch.equal(x, y) for x, y in zip(va, vb))
+    assert verify(out).ok
+    res = CliRunner().invoke(main, ["export", str(demo_catalog), "--format", "seco", "--out", str(tmp_path / "l"),
+                                    "--dtype", "uint8"])
+    assert res.exit_code != 0 and "--dtype" in res.output
+
+
+def test_reader_reads_only_the_members_the_bands_need(shards, monkeypatch):
+    import os
+
+    path = str(sorted(shards.glob("*.tar"))[0])
+    full = list(iter_shard(path))
+    read = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda fd, n, offset: (read.append(n), real(fd, n, offset))[1])
+    rgb = list(iter_shard(path, bands=("B04", "B02")))
+    assert [s["__key__"] for s in rgb] == [s["__key__"] for s in full]
+    for a, b in zip(rgb, full):
+        assert sorted(a) == ["10m", "__key__", "__url__", "json"] and a["json"] == b["json"]
+        np.testing.assert_array_equal(a["10m"], b["10m"])
+    assert sum(read) < 1.05 * sum(s["10m"].nbytes for s in full)  # headers, JSON and the 10 m arrays only
+    both = list(iter_shard(path, bands=("B11", "B04", "B99")))  # an absent band is no error here
+    assert all(sorted(s) == ["10m", "20m", "__key__", "__url__", "json"] for s in both)
+    raw = list(iter_shard(path, bands=("B01",), decode=False))
+    assert all(sorted(s) == ["60m.npy", "__key__", "__url__", "json"] for s in raw)
+    truncated = shards.parent / "truncated.tar"
+    truncated.write_bytes(Path(path).read_bytes()[:-60_000])
+    with pytest.raises(ShardError, match="truncated"):
+        list(iter_shard(str(truncated), bands=("B04",)))

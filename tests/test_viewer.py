@@ -152,7 +152,6 @@ def _patches(root: Path) -> list[dict]:
     out = []
     for item in index_items(root):
         p = item["properties"]
-        links = {link["rel"]: link["href"] for link in item["links"]}
         seasons = p.get("seco:seasons") or [{
             "season": p["seco:season"], "datetime": p["datetime"], "scene_id": p["seco:scene_id"],
             "eo:cloud_cover": p.get("eo:cloud_cover"), "cloud_fraction": p.get("seco:cloud_fraction")}]

@@ -262,6 +262,12 @@ def test_loader_resumes_at_a_step(shards):
                                          world_size=2, start_step=3)), 4)
         assert all(_same(x, y) for x, y in zip(batches[3:], resumed))
         del fresh
+    # packed batches (views made on the device): the same resume point, the same packed samples
+    packed = [_take(iter(make_loader(shards, cfg, batch_size=2, workers=0, seed=1, rank=1, world_size=2,
+                                     start_step=s, augment_on="device")), n) for s, n in ((0, 7), (3, 4))]
+    assert packed[0][0]["x0"].dtype == torch.uint8 and packed[0][0]["params"].shape[:2] == (2, 4)
+    assert all(x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+               for x, y in zip(packed[0][3:], packed[1]))
 
 
 def test_unusable_samples_are_skipped_and_counted(tmp_path):

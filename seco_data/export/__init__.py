@@ -3,7 +3,7 @@
 
 #: export formats -> the options (keyword arguments of their export function) that apply to each
 FORMATS: dict[str, tuple[str, ...]] = {
-    "webdataset": ("bands", "maxcount", "maxsize", "seed", "seasons", "resample_10m", "prefix", "codec"),
+    "webdataset": ("bands", "maxcount", "maxsize", "seed", "seasons", "resample_10m", "prefix", "codec", "dtype"),
     "seco": ("bands", "bits", "compress", "preview"),
     "ssl4eo": ("compress",),
 }

@@ -8,7 +8,9 @@ sample::
      "10m": ndarray (seasons, bands, 264, 264), "20m": ..., "60m": ...}
 
 Members ``<group>.npy`` decode to read-only views on the bytes read from the tar (no copy),
-``<group>.npy.zst`` (``--codec zstd``) are decompressed (:mod:`seco_data.export.arrays`). Shards are split across
+``<group>.npy.zst`` (``--codec zstd``) are decompressed (:mod:`seco_data.export.arrays`). ``bands=``
+reads only what those bands need: the JSON, then the arrays holding them; a local shard's other members
+are never read (their headers are, to step over them), a remote shard's are dropped undecoded. Shards are split across
 distributed ranks and DataLoader workers so that every worker reads a disjoint subset and together
 they read every shard once: rank and world size come from ``torch.distributed`` when it is
 initialised, else from ``RANK``/``WORLD_SIZE``; the worker from ``torch.utils.data.get_worker_info()``
@@ -155,8 +157,16 @@ def _open(url: str, timeout: float):
     return open_stream(url)  # local, or object storage streamed as it downloads (retried, see seco_data.storage)
 
 
-def iter_shard(url: str, *, decode: bool = True, timeout: float = 60.0) -> Iterator[dict]:
-    """Samples of one shard, in order. Errors name the shard and the sample."""
+def iter_shard(url: str, *, decode: bool = True, timeout: float = 60.0,
+               bands: Iterable[str] | None = None) -> Iterator[dict]:
+    """Samples of one shard, in order. Errors name the shard and the sample.
+
+    ``bands``: each sample holds its JSON and only the arrays that hold these bands (the first array
+    listing a band, as the sample JSON orders them); other members are skipped unread on local shards."""
+    wanted = None if bands is None else frozenset(bands)
+    if wanted is not None and "://" not in url:
+        yield from _iter_local(url, wanted, decode)
+        return
     key = None
     sample: dict = {}
     try:
@@ -171,16 +181,139 @@ def iter_shard(url: str, *, decode: bool = True, timeout: float = 60.0) -> Itera
                     raise tarfile.ReadError(f"{name} is truncated")
                 if k != key:
                     if sample:
-                        yield _finish(sample, url, decode)
+                        yield _finish(_select(sample, wanted), url, decode)
                     key, sample = k, {"__key__": k}
                 sample[ext] = data
             if sample:
-                yield _finish(sample, url, decode)
+                yield _finish(_select(sample, wanted), url, decode)
     except ShardError:
         raise
     except (tarfile.TarError, OSError, EOFError, ValueError) as e:
         where = f"after sample {key}" if key else "at its start"
         raise ShardError(f"shard {url} is unreadable {where}: {e}") from None
+
+
+def needed_groups(meta: dict, bands: frozenset[str]) -> set[str]:
+    """The array groups of a sample JSON that hold ``bands`` (for each band, the first listing it)."""
+    first: dict[str, str] = {}
+    for name, a in (meta.get("arrays") or {}).items():
+        for b in a.get("bands", ()):
+            first.setdefault(b, name)
+    return {first[b] for b in bands if b in first}
+
+
+def _is_array(ext: str) -> bool:
+    return ext.endswith((".npy", ".npy.zst")) or ext == "npy"
+
+
+def _select(sample: dict, wanted: frozenset[str] | None) -> dict:
+    """``sample`` without the array members ``wanted`` does not need (all of it without a JSON)."""
+    if wanted is None or "json" not in sample:
+        return sample
+    groups = needed_groups(json.loads(sample["json"]), wanted)
+    return {k: v for k, v in sample.items() if not _is_array(k) or k.split(".", 1)[0] in groups}
+
+
+# -- reading only what is needed from a local shard ------------------------------------------------------
+
+_BLOCK = 512
+_SKIP_TYPES = (tarfile.XGLTYPE,)  # global pax headers: nothing this reader needs
+
+
+def _headers(fd: int, size: int) -> Iterator[tuple[str, int, int]]:
+    """(name, data offset, data size) of every regular member of the tar file ``fd``, reading headers
+    only (ustar, GNU long names and pax ``path``/``size`` records understood)."""
+    pos = 0
+    long_name = None
+    pax: dict[str, str] = {}
+    while True:
+        block = os.pread(fd, _BLOCK, pos)
+        if not block or block == bytes(_BLOCK) and pos + _BLOCK >= size:
+            return
+        if len(block) < _BLOCK:
+            raise tarfile.ReadError("truncated header")
+        if block == bytes(_BLOCK):
+            return  # end of archive
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+        start = pos + _BLOCK
+        length = int(pax.get("size", info.size))
+        if start + length > size:
+            raise tarfile.ReadError(f"{info.name} is truncated")
+        pos = start + -(-length // _BLOCK) * _BLOCK
+        if info.type in (tarfile.GNUTYPE_LONGNAME,):
+            long_name = os.pread(fd, length, start).rstrip(b"\0").decode("utf-8", "surrogateescape")
+            continue
+        if info.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
+            pax = _pax_records(os.pread(fd, length, start))
+            continue
+        if info.type in _SKIP_TYPES or info.type == tarfile.GNUTYPE_SPARSE:
+            if info.type == tarfile.GNUTYPE_SPARSE:
+                raise tarfile.ReadError(f"{info.name} is a sparse member")
+            continue
+        name = pax.get("path") or long_name or info.name
+        long_name, pax = None, {}
+        if info.isreg():
+            yield name, start, length
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    """The records of a pax extended header (``"<len> <key>=<value>\\n"`` each)."""
+    out, i = {}, 0
+    while i < len(data) and data[i:i + 1] != b"\0":
+        space = data.index(b" ", i)
+        n = int(data[i:space])
+        key, _, value = data[space + 1:i + n - 1].partition(b"=")
+        out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        i += n
+    return out
+
+
+def _iter_local(url: str, wanted: frozenset[str], decode: bool) -> Iterator[dict]:
+    """iter_shard(url, bands=...) of a local shard: headers, then per sample its JSON, then the members
+    it needs, each read with one pread."""
+    key = None
+    try:
+        fd = os.open(url, os.O_RDONLY)
+    except OSError as e:
+        raise ShardError(f"shard {url} is unreadable at its start: {e}") from None
+    try:
+        members: list[tuple[str, int, int]] = []
+
+        def sample_of() -> dict:
+            found = {ext: (offset, length) for ext, offset, length in members}
+            sample: dict = {"__key__": key}
+            keep = None
+            if "json" in found:
+                sample["json"] = _pread(fd, *found["json"], key)
+                keep = needed_groups(json.loads(sample["json"]), wanted)
+            for ext, (offset, length) in found.items():
+                if ext != "json" and (keep is None or not _is_array(ext) or ext.split(".", 1)[0] in keep):
+                    sample[ext] = _pread(fd, offset, length, key)
+            return _finish(sample, url, decode)
+
+        for name, offset, length in _headers(fd, os.fstat(fd).st_size):
+            k, _, ext = name.rsplit("/", 1)[-1].partition(".")
+            if k != key:
+                if members:
+                    yield sample_of()
+                key, members = k, []
+            members.append((ext, offset, length))
+        if members:
+            yield sample_of()
+    except ShardError:
+        raise
+    except (tarfile.TarError, OSError, EOFError, ValueError) as e:
+        where = f"after sample {key}" if key else "at its start"
+        raise ShardError(f"shard {url} is unreadable {where}: {e}") from None
+    finally:
+        os.close(fd)
+
+
+def _pread(fd: int, offset: int, length: int, key: str) -> bytes:
+    data = os.pread(fd, length, offset)
+    if len(data) != length:
+        raise tarfile.ReadError(f"a member of sample {key} is truncated")
+    return data
 
 
 def _finish(sample: dict, url: str, decode: bool) -> dict:
@@ -193,7 +326,7 @@ def _finish(sample: dict, url: str, decode: bool) -> dict:
             sample["json"] = json.loads(sample["json"])
         specs = sample.get("json", {}).get("arrays", {}) if isinstance(sample.get("json"), dict) else {}
         for ext in list(sample):
-            if ext.endswith((".npy", ".npy.zst")) or ext == "npy":
+            if _is_array(ext):
                 group = ext.split(".", 1)[0]
                 sample[group] = decode_member(ext, sample.pop(ext), specs.get(group))
     except ValueError as e:

@@ -50,7 +50,7 @@ from ...errors import CatalogError, UsageError, disk_full, is_disk_full
 from ...outputs import STATE, claim_output, commit, fsync, lock, remove_temps, sha256_file, temp_name, write_atomic, write_json
 from ...remote import RemoteOutput
 from ...storage import is_url, store_for
-from ..arrays import ENCODINGS
+from ..arrays import DTYPES, ENCODINGS
 from .samples import encode_sample, plan_sample
 from .tar import RECORD, TarShard, archive_size
 
@@ -78,6 +78,7 @@ class ShardOptions:
     resample_10m: bool = False
     prefix: str = "seco"
     codec: str = "npy"  # how arrays are stored: npy, or zstd (lossless, ~0.6x the bytes), seco_data.export.arrays
+    dtype: str = "stored"  # stored: the catalog's values; uint8: SeCo's 8-bit, seco_data.export.arrays.DTYPES
 
     def __post_init__(self):
         if self.maxcount < 1 or self.maxsize < 4 * RECORD:
@@ -93,6 +94,8 @@ class ShardOptions:
             raise UsageError("season indices start at 0")
         if self.codec not in ENCODINGS:
             raise UsageError(f"unknown array codec {self.codec!r}", hint=f"use one of {', '.join(ENCODINGS)}")
+        if self.dtype not in DTYPES:
+            raise UsageError(f"unknown array dtype {self.dtype!r}", hint=f"use one of {', '.join(DTYPES)}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "ShardOptions":
@@ -106,6 +109,8 @@ class ShardOptions:
         d = asdict(self)
         d["bands"] = list(self.bands) if self.bands else None
         d["seasons"] = list(self.seasons) if self.seasons is not None else None
+        if self.dtype == "stored":  # exports from before the option keep their identity (and resume)
+            del d["dtype"]
         return d
 
 

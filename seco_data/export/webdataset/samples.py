@@ -8,7 +8,8 @@ A sample holds every selected season of one location::
     <key>.60m.npy    uint16 (seasons, bands, 44, 44)
 
 (``--resample-10m`` gives a single ``10m.npy`` with every band repeated to the 10 m grid; ``--codec
-zstd`` stores ``<group>.npy.zst`` members instead, :mod:`seco_data.export.arrays`.) The key is the
+zstd`` stores ``<group>.npy.zst`` members instead; ``--dtype uint8`` SeCo's 8-bit values:
+:mod:`seco_data.export.arrays`.) The key is the
 location number, ``%07d``: no dots, as WebDataset splits a member name at its first dot. The sizes
 planned are those of ``npy`` members (an upper bound for ``zstd``).
 """
@@ -23,9 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from ...catalog.index import Location
+from ...bands import UINT8_SCALE
 from ...errors import CatalogError
 from ...storage import read_bytes
-from ..arrays import encode_zstd, member_name, npy_header
+from ..arrays import convert_uint8, encode_zstd, member_name, npy_header
 from .tar import member_size
 
 
@@ -91,7 +93,10 @@ def plan_sample(loc: Location, opts, catalog: str) -> tuple[dict, list, int] | s
         shape = (len(patches), len(bands), *shapes[gname])
         arrays[gname] = {"bands": bands, "resolution": res, "shape": list(shape), "dtype": dtype,
                          "transform": transforms[gname], "scale": scales[gname], "encoding": opts.codec}
-        size += member_size(len(npy_header(shape, dtype)) + int(np.prod(shape)) * np.dtype(dtype).itemsize)
+        if opts.dtype == "uint8":
+            arrays[gname].update(dtype="uint8", scale=UINT8_SCALE, source_dtype=dtype, source_scale=scales[gname])
+        stored = arrays[gname]["dtype"]
+        size += member_size(len(npy_header(shape, stored)) + int(np.prod(shape)) * np.dtype(stored).itemsize)
     meta = {
         "key": f"{loc.location:07d}",
         "location": loc.location,
@@ -145,13 +150,18 @@ def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
 
     members = {}
     arrays = {}
+    stored = {}  # group -> the member's array, when the pixels read are converted into it
     for g, a in meta["arrays"].items():
-        # the member's bytes are allocated once; GDAL decodes straight into them
+        # the member's bytes are allocated once; GDAL decodes straight into them (or into a buffer of
+        # the catalog's dtype first, when converted)
         head = npy_header(tuple(a["shape"]), a["dtype"])
         buf = bytearray(len(head) + int(np.prod(a["shape"])) * np.dtype(a["dtype"]).itemsize)
         buf[:len(head)] = head
         members[f"{g}.npy"] = buf
         arrays[g] = np.frombuffer(buf, dtype=a["dtype"], offset=len(head)).reshape(a["shape"])
+        if "source_dtype" in a:
+            stored[g] = arrays[g]
+            arrays[g] = np.empty(a["shape"], a["source_dtype"])
     plan: dict[tuple[str, str, int], list] = {}  # (path, group, factor) -> [(season, rows, indexes)]
     recorded: dict[str, tuple] = {}  # path -> (size, sha256) the catalog records
     for s, season_reads in enumerate(reads):
@@ -179,6 +189,9 @@ def encode_sample(meta: dict, reads: list) -> dict[str, bytes]:
                 if factor > 1:
                     data = data.repeat(factor, axis=1).repeat(factor, axis=2)
                 dest[s, rows] = data
+    for g, out in stored.items():
+        convert_uint8(arrays[g], meta["arrays"][g]["source_scale"], out)
+        arrays[g] = out
     for g, a in meta["arrays"].items():
         if a.get("encoding", "npy") != "npy":
             del members[f"{g}.npy"]
