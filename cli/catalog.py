@@ -148,11 +148,12 @@ def catalog_serve(root, host, port, base_url):
     click.echo(f"  STAC       {url}/{CATALOG}")
     click.echo(f"  STAC API   {url}/api")
     try:
-        server.serve_forever()
+        server.serve_forever()  # returns (or raises KeyboardInterrupt) on Ctrl-C, once requests in flight are answered
     except KeyboardInterrupt:
-        click.echo("stopped")
+        pass
     finally:
         server.server_close()
+    click.echo("stopped")
 
 
 @catalog.command("thumbnails")

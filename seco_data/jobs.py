@@ -33,6 +33,7 @@ import contextlib
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -239,13 +240,19 @@ def use_cluster(address: str | None):
 # -- the pool -------------------------------------------------------------------------------------
 
 
-def _start_method() -> str:
+def _start_method(setup) -> str:
     """fork (fast: workers inherit what is imported), unless object storage was used here: its I/O
     runtime (obstore's tokio) does not survive a fork, so workers then start from a fork server that
-    never touched it."""
+    never touched it (their set-up must then pickle; one that does not is forked, and must not use
+    object storage)."""
     methods = mp.get_all_start_methods()
-    if "obstore" in sys.modules and "forkserver" in methods:
-        return "forkserver"
+    storage = sys.modules.get("seco_data.storage")
+    if storage is not None and storage.runtime_started() and "forkserver" in methods:
+        try:
+            pickle.dumps(setup)
+            return "forkserver"
+        except (pickle.PicklingError, AttributeError, TypeError):
+            log.debug("pool set-up %r does not pickle: forked", setup)
     return "fork" if "fork" in methods else "spawn"
 
 
@@ -271,7 +278,7 @@ class Pool:
         if self.kind == "thread":
             self._executor = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=name)
         elif self.kind == "process":
-            ctx = mp.get_context(_start_method())
+            ctx = mp.get_context(_start_method(setup))
             self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_process,
                                                     initargs=(os.getpid(), setup))
         elif self.kind == "dask":

@@ -280,7 +280,16 @@ class _ChunkReader(io.RawIOBase):
         return n
 
 
+_RUNTIME = {"started": False}
+
+
+def runtime_started() -> bool:
+    """Whether this process has opened object storage (whose I/O runtime does not survive a fork)."""
+    return _RUNTIME["started"]
+
+
 def _obstore(url: str):
+    _RUNTIME["started"] = True
     try:
         from obstore.store import from_url
     except ImportError:

@@ -56,10 +56,11 @@ def test_killed_runs_resume_to_the_same_catalog(tmp_path):
         before = _accepted(out)
         target = rng.randint(before + 1, max(before + 1, N - 2))
         _wait_until(lambda: _accepted(out) >= target or proc.poll() is not None)
-        if proc.poll() is None:
+        sent = proc.poll() is None  # (on a loaded machine the run may finish before the signal lands)
+        if sent:
             proc.send_signal(sig)
         _, err = proc.communicate(timeout=600)  # a hang guard, generous for loaded machines
-        if sig == signal.SIGINT:
+        if sig == signal.SIGINT and sent and proc.returncode != 0:
             assert proc.returncode == 130, (proc.returncode, err)
             assert "rerun the same command to resume" in err and "Traceback" not in err
         progress.append((proc.returncode, _accepted(out)))

@@ -184,7 +184,8 @@ class LoopbackServer:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 body = fault.body if fault.body is not None else json.dumps(
                     {"error": {"code": fault.status, "message": "injected fault", "status": "UNAVAILABLE"}}).encode()
-                self._send(h, Response(fault.status, body, {"Content-Type": "application/json", **headers}))
+                self._send(h, Response(fault.status, body, {"Content-Type": "application/json", **headers}),
+                           head=req.method == "HEAD")  # a HEAD answer has no body
                 return
             elif fault.kind == "garbage":
                 self._send(h, Response(200, fault.body if fault.body is not None else b'{"oops": [1, 2',

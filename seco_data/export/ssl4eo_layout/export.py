@@ -36,7 +36,7 @@ from ... import __version__, jobs
 from ...bands import BANDS
 from ...catalog.index import CatalogIndex, Location, Patch
 from ...errors import CatalogError, UsageError
-from ...outputs import atomic_file, claim_output, fsync_dir, lock, sha256_file, write_json, write_many
+from ...outputs import atomic_file, claim_output, lock, replace_folder, sha256_file, write_json, write_many
 from ..seco_layout.export import _settings
 from ..seco_layout.files import _band, _tif, count_files, meta_dir, partial_dir, scene_metadata, seco_band_name
 
@@ -176,6 +176,5 @@ def write_location(i: int, location: Location, out: str, split: str, compress: s
         files["metadata.json"] = (json.dumps(scene_metadata(patch), ensure_ascii=False) + "\n").encode()
         write_many(scene, files)
     counts = count_files(tmp)
-    os.rename(tmp, out_p / split / f"{i:07d}")
-    fsync_dir(out_p / split)
+    replace_folder(tmp, out_p / split / f"{i:07d}")
     return counts
