@@ -178,6 +178,9 @@ def normalise(dn: np.ndarray, bands: Sequence[str], stats: dict | None = None,
     return (torch.from_numpy(dn.astype(np.float32)) * DN_SCALE - mean) / std
 
 
+_normalise_dn = normalise  # OSCD's ``normalise`` option shadows the function inside its __init__
+
+
 def display_rgb(dn: np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 SeCo-stretched RGB of (3, H, W) B04, B03, B02 DN (for overlays)."""
     x = normalise(dn, RGB_BANDS)
@@ -247,8 +250,8 @@ class OSCD(Dataset):
             h, w = c["change"].shape
             if h < tile or w < tile:
                 raise DatasetFormatError(f"OSCD {city} ({h}x{w}) is smaller than the {tile} px tile")
-            self.images1.append(normalise(c["img1"], self.bands, stats, normalise_mode))
-            self.images2.append(normalise(c["img2"], self.bands, stats, normalise_mode))
+            self.images1.append(_normalise_dn(c["img1"], self.bands, stats, normalise_mode))
+            self.images2.append(_normalise_dn(c["img2"], self.bands, stats, normalise_mode))
             self.masks.append(torch.from_numpy(c["change"].astype(np.float32)))
             rgb = (c["img2"][[self.bands.index(b) for b in RGB_BANDS]] if set(RGB_BANDS) <= set(self.bands)
                    else read_date(self.root, city, 2, RGB_BANDS)[:, :h, :w])
