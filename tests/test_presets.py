@@ -84,7 +84,7 @@ def test_reference_presets_match_the_table_value_by_value():
         got = {k: getattr(cfg, k) for k in want if hasattr(cfg, k)}
         got["milestone_epochs"] = milestone_epochs(cfg) if cfg.schedule == "step" else None
         got["dataset"], got["model"] = dict(p.dataset), dict(p.model)
-        got.update(headline_split=p.headline_split, metric_batch=p.metric_batch, subset=p.subset)
+        got.update(headline_split=p.headline_split, metric_batch=p.metric_batch_of(cfg), subset=p.subset)
         for field, value in want.items():
             assert got[field] == value, f"{key} {field}: preset {got[field]!r}, reference {value!r}"
         assert p.sources, key  # every recipe names where its values come from

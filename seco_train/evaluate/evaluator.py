@@ -194,10 +194,10 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> dict:
             ids = getattr(evals[s], "item_ids", None)
             predictions[s] = {"ids": list(ids) if ids is not None else [str(i) for i in range(len(t))],
                               "targets": np.asarray(t), "scores": np.asarray(sc, dtype=np.float32)}
-            if preset.metric_batch:
+            batch = preset.metric_batch_of(pcfg)
+            if batch:
                 result_metrics[s]["reference_batch_mean"] = {
-                    "batch": preset.metric_batch, "drop_last": True,
-                    "value": bootstrap.batch_mean(bench.task, t, sc, preset.metric_batch)}
+                    "batch": batch, "drop_last": True, "value": bootstrap.batch_mean(bench.task, t, sc, batch)}
         history, frozen = result.history, result.frozen_check
         if frozen is not None:
             log.info("frozen backbone unchanged (sha256 %s)", frozen["after"][:16])

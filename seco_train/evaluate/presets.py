@@ -49,8 +49,9 @@ class Preset:
     #: how ``--train-frac`` draws the training subset: "stratified" (without replacement, per class for
     #: multiclass) | "with_replacement" (the reference's ``rng.choice(n, int(frac * n))``)
     subset: str = "stratified"
-    #: the batch over which the reference averaged its validation metric (``drop_last``), or None
-    metric_batch: int | None = None
+    #: the batch over which the reference averaged its validation metric (``drop_last``), "batch_size" when
+    #: its validation loader used the training batch (BigEarthNet), or None
+    metric_batch: int | str | None = None
     #: reference file:line of each value (``reference`` only)
     sources: tuple[str, ...] = ()
     notes: str = ""
@@ -61,6 +62,10 @@ class Preset:
         changes = {k: v for k, v in (("epochs", epochs), ("batch_size", batch_size), ("lr", lr), ("seed", seed))
                    if v is not None}
         return dataclasses.replace(self.config, **changes, **runtime)
+
+    def metric_batch_of(self, config: ProtocolConfig) -> int | None:
+        """The reference's validation batch for ``config`` (resolved "batch_size")."""
+        return config.batch_size if self.metric_batch == "batch_size" else self.metric_batch
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -110,7 +115,7 @@ REFERENCE: dict[tuple[str, str], Preset] = {
                        milestones=(60, 80), milestones_in="epoch", gamma=0.1, drop_last=True, head_dropout=0.2,
                        backbone_mode="eval", seed=REFERENCE_SEED),
         dataset=(("normalise", "reference"), ("lists", "reference")),
-        headline_split="val", subset="with_replacement", metric_batch=1024,
+        headline_split="val", subset="with_replacement", metric_batch="batch_size",
         sources=("README.md 'Transferring to Downstream Tasks': --batch_size 1024 --freeze_backbone --learning_rate 1e-3",
                  f"{_BEN}:38 --max_epochs default 100",
                  f"{_FT}:18-22 SSLEvaluator(p=0.2, n_hidden=hidden_dim), {_BEN}:75 hidden_dim=None: Flatten, Dropout(0.2), Linear",
@@ -131,7 +136,7 @@ REFERENCE: dict[tuple[str, str], Preset] = {
                        milestones=(60, 80), milestones_in="epoch", gamma=0.1, drop_last=True, head_dropout=0.2,
                        backbone_mode="eval", augment=False, seed=REFERENCE_SEED),
         dataset=(("normalise", "reference"), ("lists", "reference")),
-        headline_split="val", subset="with_replacement", metric_batch=256,
+        headline_split="val", subset="with_replacement", metric_batch="batch_size",
         sources=(f"{_FT}:69-70 --batch_size default 256, --learning_rate default 1e-5",
                  f"{_FT}:57-61 Adam over backbone + head",
                  f"{_FT}:32-33 on_train_epoch_start: backbone.eval() (BatchNorm frozen while fine-tuning)",
