@@ -1,4 +1,4 @@
-"""SeCo's change-detection protocol: Siamese frozen encoder, feature differences, U-Net decoder.
+"""Change detection as SeCo evaluates it: Siamese frozen encoder, feature differences, U-Net decoder.
 
 The encoder (any torchvision ResNet from ``build_backbone``) sees both dates; at five levels (after
 conv1/bn/relu at 1/2, layer1 at 1/4, layer2 at 1/8, layer3 at 1/16, layer4 at 1/32) the absolute

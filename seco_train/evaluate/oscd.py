@@ -18,7 +18,8 @@ top-left corner (row 0, column 0 of every raster is the same corner of the scene
 Inputs are normalised as in pre-training: RGB (B04, B03, B02) through the SeCo stretch and ImageNet
 mean/std; other band sets by ``(DN * 1e-4 - mean) / std`` with pre-training's statistics (``stats``),
 bands coarser than 10 m bilinearly resampled to the 10 m grid. Training items are random 96 px tiles
-(SeCo's protocol) with random flips; evaluation items are whole cities, so metrics cover every pixel.
+(SeCo's tile size; SeCo itself used a fixed grid: ``tiles="grid"``) with random flips; evaluation items
+are whole cities, so metrics cover every pixel.
 
 The ``reference`` preset reproduces SeCo's ``oscd_dataset.py`` instead: ``normalise="reference"`` maps
 each RGB band's DN to uint8 with the reference's fixed OSCD quantiles (:data:`REFERENCE_QUANTILES`,
