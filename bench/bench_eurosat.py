@@ -7,6 +7,7 @@ Goal: >= 95 % test top-1 for ``--protocol finetune --weights random`` (flips + r
 Usage:
     python bench/bench_eurosat.py --protocol finetune --weights random --epochs 30
     python bench/bench_eurosat.py --protocol linear --weights runs/seco-r18
+    python bench/bench_eurosat.py --protocol linear --weights runs/seco-r18 --preset reference   # SeCo's script
     python bench/bench_eurosat.py --time-steps 20     # only time 20 finetune steps, estimate an epoch
 
 Runs through the library (``seco_train.evaluate``), the same code as ``seco-train eval``.
@@ -79,7 +80,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=None, help="default: the protocol's (finetune 30, linear 100)")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default: the preset's (0; reference 42)")
+    p.add_argument("--preset", default="default", choices=["default", "reference"])
     p.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1))
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--out", default=None, help="report JSON (default: bench/eurosat-<protocol>-<weights>.json)")
@@ -104,14 +106,16 @@ def main() -> None:
 
     cfg = EvalConfig("eurosat", weights=a.weights, protocol=a.protocol, root=a.root, epochs=a.epochs,
                      batch_size=a.batch_size, lr=a.lr, seed=a.seed, device=a.device, num_workers=a.workers,
-                     eval_every_epoch=True)
+                     eval_every_epoch=True, preset=a.preset)
     t0 = time.time()
     report = evaluate(cfg, progress=progress)
     name = Path(a.weights).stem if a.weights != "random" else "random"
-    out = Path(a.out or ROOT / "bench" / f"eurosat-{a.protocol}-{name}.json")
+    suffix = "" if a.preset == "default" else f"-{a.preset}"
+    out = Path(a.out or ROOT / "bench" / f"eurosat-{a.protocol}-{name}{suffix}.json")
     write_report(report, out, overwrite=True)
     test = report["metrics"]["test"]["top1"]
-    print(json.dumps({k: round(100 * m["top1"], 2) for k, m in report["metrics"].items()}))
+    print(json.dumps({k: [round(100 * m["top1"], 2), [round(100 * v, 2) for v in m["ci95"]["top1"]]]
+                      for k, m in report["metrics"].items()}))
     print(f"final test top-1: {100 * test:.2f} % ({'meets' if test >= 0.95 else 'below'} the 95 % goal) "
           f"in {report['seconds'] / 60:.1f} min; report {out}")
     if math.isnan(test):

@@ -10,8 +10,11 @@ Real same-place image pairs, built offline with seco's own pipeline:
 3. ``seco-data export --format webdataset``;
 4. ``seco-train run`` once per mode (``seco``, ``moco``, ``moco_tp``) with identical budgets (steps,
    batch, queue, schedule, seed);
-5. ``seco-train eval eurosat --protocol linear`` (frozen backbone, SeCo's linear recipe) for each run
-   and for random init, on the full real EuroSAT lists of ``../shared/data/eurosat-rgb``.
+5. ``seco-train eval eurosat --protocol linear`` for each run and for random init, on the full real
+   EuroSAT lists of ``../shared/data/eurosat-rgb``, once per ``--presets`` entry: ``default`` (this
+   project's protocol: frozen backbone in eval mode, features once) and ``reference`` (the SeCo script's
+   recipe: backbone BatchNorm in train mode while the head learns, x / 255 inputs, drop_last, seed 42,
+   val scored), each headline with its 95 % bootstrap interval, then ``seco-train report --paired``.
 
 Every step goes through the CLI, as a user would run it, and every step resumes: rerunning the
 script after an interruption continues where it stopped.
@@ -20,6 +23,7 @@ Usage:
     python bench/bench_pretrain.py --work /tmp/pretrain --steps 1500
     python bench/bench_pretrain.py --work /tmp/pretrain --steps 1500 --only seco  # one mode
     python bench/bench_pretrain.py --work /tmp/pretrain-s1 --steps 2000 --seed 1 --no-random  # another seed
+    python bench/bench_pretrain.py --work /tmp/pretrain --only seco --presets default,reference
 """
 
 from __future__ import annotations
@@ -135,7 +139,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0, help="pre-training seed (views, init, data order)")
     ap.add_argument("--only", choices=MODES, action="append", help="modes to run (default: all)")
     ap.add_argument("--no-random", action="store_true", help="skip the random-init probe")
+    ap.add_argument("--presets", default="default",
+                    help="comma-separated evaluation presets (default, reference); reference is slow on a CPU: "
+                         "the backbone runs on every training batch of every epoch")
+    ap.add_argument("--eval-workers", type=int, default=0, help="DataLoader workers of the evaluations")
     a = ap.parse_args()
+    presets = [p.strip() for p in a.presets.split(",") if p.strip()]
 
     images = a.shared / "data" / "oscd" / "Onera Satellite Change Detection dataset - Images"
     eurosat = a.shared / "data" / "eurosat-rgb"
@@ -184,7 +193,7 @@ def main() -> None:
     epochs = a.steps * a.batch / max(1, n_samples)
     print(f"pre-training: ResNet-18, {a.steps} steps x batch {a.batch} ({epochs:.0f} epochs), {a.size} px crops, "
           f"queue {a.queue}, SGD lr {a.lr} step schedule (x0.1 at 60 % and 80 %), T 0.07, seed {a.seed}", flush=True)
-    reports = []
+    reports: list[tuple[str, str, Path]] = []
     for mode in modes:
         out = a.work / "runs" / mode
         sets = [f"model.mode={mode}", f"steps={a.steps}", f"data.size={a.size}", f"data.batch_size={a.batch}",
@@ -197,27 +206,38 @@ def main() -> None:
         print(f"  {mode}: trained in {times[f'train {mode}'] / 60:.1f} min ({out})", flush=True)
     weights = [("random", "random")] if not a.no_random else []
     weights += [(m, str(a.work / "runs" / m)) for m in modes]
-    for name, w in weights:
-        rep = a.work / "eval" / f"eurosat-linear-{name}.json"
-        if not rep.exists():
-            times[f"eval {name}"] = run([train, "eval", "eurosat", "--weights", w, "--protocol", "linear",
-                                         "--root", str(eurosat), "--out", str(rep), "--device", a.device], log)
-        reports.append((name, rep))
+    for preset in presets:
+        for name, w in weights:
+            rep = a.work / "eval" / f"eurosat-linear-{preset}-{name}.json"
+            if not rep.exists():
+                times[f"eval {preset} {name}"] = run(
+                    [train, "eval", "eurosat", "--weights", w, "--protocol", "linear", "--preset", preset,
+                     "--root", str(eurosat), "--out", str(rep), "--device", a.device,
+                     "--workers", str(a.eval_workers)], log)
+                print(f"  eval {preset} {name}: {times[f'eval {preset} {name}'] / 60:.1f} min", flush=True)
+            reports.append((preset, name, rep))
 
-    print("\nEuroSAT linear probe (frozen ResNet-18, SeCo recipe: Adam 1e-3, 100 epochs), full real lists "
-          "(train 16,200 / val 5,400 / test 5,400; same sizes as SeCo's split, not the same lists):")
-    print(f"{'weights':<10} {'test top-1 %':>12} {'val top-1 %':>12}")
-    results = {}
-    for name, rep in reports:
+    print("\nEuroSAT linear probe (frozen ResNet-18), full real lists (train 16,200 / val 5,400 / test 5,400; same "
+          "sizes as SeCo's split, not the same lists); % with 95 % bootstrap intervals (1,000 resamples of images):")
+    print(f"{'weights':<10} {'preset':<10} {'test top-1 % [95 % CI]':>26} {'val top-1 % [95 % CI]':>26} "
+          f"{'val, reference per-batch mean':>30}")
+    for preset, name, rep in reports:
         r = json.loads(rep.read_text())
-        test, val = (100 * r["metrics"][s]["top1"] for s in ("test", "val"))
-        results[name] = test
-        print(f"{name:<10} {test:>12.2f} {val:>12.2f}")
-    if {"seco", "random"} <= results.keys():
-        others = {k: v for k, v in results.items() if k != "seco"}
-        verdict = " and ".join(f"{'beats' if results['seco'] > v else 'does NOT beat'} {k} ({results['seco'] - v:+.2f})"
-                               for k, v in others.items())
-        print(f"seco {verdict}")
+
+        def cell(split):
+            m = r["metrics"][split]
+            lo, hi = m["ci95"]["top1"]
+            return f"{100 * m['top1']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}]"
+        batch_mean = r["metrics"]["val"].get("reference_batch_mean")
+        bm = f"{100 * batch_mean['value']:.2f}" if batch_mean else "-"
+        print(f"{name:<10} {preset:<10} {cell('test'):>26} {cell('val'):>26} {bm:>30}   (headline: "
+              f"{r['headline_split']})")
+    for preset in presets:
+        paths = [str(rep) for p, _, rep in reports if p == preset]
+        if len(paths) > 1:
+            out = subprocess.run([train, "report", *paths, "--paired"], capture_output=True, text=True, cwd=ROOT)
+            section = out.stdout.split("## Paired comparisons", 1)
+            print(f"\npaired comparisons, preset {preset}:" + (section[1] if len(section) > 1 else out.stdout + out.stderr))
     print("times: " + ", ".join(f"{k} {v / 60:.1f} min" for k, v in times.items()))
 
 

@@ -87,19 +87,36 @@ def run(ctx, shards, out, config_path, sets, resume, gpus, as_json):
 @main.command("export")
 @click.argument("run", type=click.Path(path_type=Path))
 @out_option(file=True, help="Where to write the backbone's state dict (torchvision ResNet layout, no fc).")
-@overwrite_option("Replace an existing --out file.")
-def export_cmd(run, out, overwrite):
-    """Write the query backbone of RUN (a run folder or checkpoint) as torchvision-compatible weights.
+@overwrite_option("Replace an existing --out file and its model card.")
+@click.option("--schemas", type=click.Path(file_okay=False, path_type=Path), envvar="SECO_STAC_SCHEMAS",
+              help="Core STAC schema folder (env SECO_STAC_SCHEMAS): validate the model card's STAC item offline.")
+@json_option("Print what was written as JSON.")
+def export_cmd(run, out, overwrite, schemas, as_json):
+    """Write the query backbone of RUN (a run folder or checkpoint) as torchvision-compatible weights, with
+    beside it a model card (OUT stem + .md) and a STAC item with the ML Model extension (.item.json): the
+    bands and their order, stretch and normalisation, input size, the pre-training data's fingerprint and
+    recipe, and RUN's evaluation reports (copied into OUT stem + -eval/).
 
     \b
     seco-train export runs/seco-r18 --out seco_r18_backbone.pth
+    seco-train export runs/seco-r18 --out seco_r18_backbone.pth --schemas ../shared/stac-schemas
     """
-    from seco_train.train import CHECKPOINT
-    from seco_train.weights import export_backbone
+    from seco_train.modelcard import export_model
 
-    path = run / CHECKPOINT if run.is_dir() else run
-    export_backbone(path, out, overwrite=overwrite)
+    result = export_model(run, out, overwrite=overwrite, schemas=schemas)
+    if as_json:
+        click.echo(json.dumps({"weights": str(result.weights), "item": str(result.item) if result.item else None,
+                               "card": str(result.card) if result.card else None,
+                               "reports": [str(p) for p in result.reports]}, indent=1))
+        return
     click.echo(f"backbone weights: {out}  (torchvision.models.resnet*(); model.fc = Identity(); load_state_dict)")
+    if result.item is not None:
+        checked = " (validated)" if schemas else ""
+        click.echo(f"model card: {result.card}; STAC item{checked}: {result.item}; {len(result.reports)} evaluation "
+                   f"report(s)")
+        click.echo(f"load: seco_train.weights.load_backbone('{result.item}', with_transform=True)")
+    else:
+        click.echo("no model card: the checkpoint does not say how its inputs were prepared")
 
 
 @main.command()

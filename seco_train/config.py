@@ -27,6 +27,9 @@ DEVICES = ("auto", "cpu", "cuda")
 #: where views are made: batched on the training device (from compact uint8 inputs), or per sample in
 #: the loader workers (float32 views; the reference's way)
 AUGMENT_ON = ("auto", "device", "workers")
+#: what one epoch counts: "reference" as the reference scripts (moco: every location x season is a sample,
+#: its SeasonalContrastBasic; seco and moco_tp: every location), "location": one sample per location
+EPOCH_UNITS = ("reference", "location")
 #: the resolved config, saved in every run folder (and inside every checkpoint)
 CONFIG_FILE = "config.yaml"
 CONFIG = Schema(ConfigError, "config key")
@@ -89,8 +92,11 @@ class RunConfig:
     seed: int = 0
     #: total optimisation steps; default: epochs x samples_per_epoch / batch_size
     steps: int | None = None
-    #: samples in one epoch; default: the shard set's sample count
+    #: samples in one epoch; default: the shard set's locations (x seasons for moco: ``epoch_unit``)
     samples_per_epoch: int | None = None
+    #: "reference": a moco epoch has every location x season (the reference's count, so "200 epochs" is the
+    #: same work); "location": one sample per location in every mode (``EPOCH_UNITS``)
+    epoch_unit: str = "reference"
     #: bf16 (autocast), fp32, or auto (bf16 on CUDA, fp32 on CPU)
     precision: str = "auto"
     channels_last: bool = True
@@ -149,6 +155,7 @@ def validate(cfg: RunConfig) -> RunConfig:
     need(cfg.optim.schedule in ("step", "cosine"), "optim.schedule", "must be step or cosine")
     need(cfg.optim.epochs > 0, "optim.epochs", "must be > 0")
     need(cfg.steps is None or cfg.steps >= 1, "steps", "must be >= 1")
+    need(cfg.epoch_unit in EPOCH_UNITS, "epoch_unit", f"must be one of {', '.join(EPOCH_UNITS)}")
     need(cfg.precision in ("auto", "bf16", "fp32"), "precision", "must be auto, bf16 or fp32")
     need(cfg.device in DEVICES, "device", f"must be one of {', '.join(DEVICES)}")
     need(cfg.log_every >= 1 and cfg.checkpoint_every >= 1, "log_every", "and checkpoint_every must be >= 1")

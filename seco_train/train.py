@@ -253,11 +253,35 @@ def view_config(cfg: RunConfig):
                       stats=stats)
 
 
+def seasons_per_location(urls) -> int:
+    """Seasons of each location in a shard set: the export's ``--seasons`` or the recipe's anchors (shard
+    manifests), else the dates of the first sample."""
+    from seco_data.export.reader import expand_urls, iter_shard
+    from seco_data.export.webdataset import MANIFEST
+
+    expanded = expand_urls(urls)
+    for folder in dict.fromkeys(Path(u).parent for u in expanded if "://" not in u):
+        if (folder / MANIFEST).is_file():
+            m = json.loads((folder / MANIFEST).read_text("utf-8"))
+            chosen = (m.get("options") or {}).get("seasons")
+            anchors = (((m.get("recipe") or {}).get("seasons")) or {}).get("anchors")
+            if chosen or anchors:
+                return len(chosen or anchors)
+    for sample in iter_shard(expanded[0]):
+        return max(1, len(sample["json"].get("dates") or [None]))
+    return 1
+
+
 def total_steps(cfg: RunConfig) -> tuple[int, int]:
-    """(total steps, samples per epoch)."""
+    """(total steps, samples per epoch). A moco epoch counts every location x season when ``epoch_unit`` is
+    "reference" (the reference's SeasonalContrastBasic lists each date folder as a sample)."""
     from .data import dataset_size
 
-    per_epoch = cfg.samples_per_epoch or dataset_size(cfg.data.shards)
+    per_epoch = cfg.samples_per_epoch
+    if not per_epoch:
+        per_epoch = dataset_size(cfg.data.shards)
+        if cfg.model.mode == "moco" and cfg.epoch_unit == "reference":
+            per_epoch *= seasons_per_location(cfg.data.shards)
     if cfg.steps:
         return cfg.steps, per_epoch
     return max(1, round(cfg.optim.epochs * per_epoch / cfg.data.batch_size)), per_epoch
@@ -354,9 +378,11 @@ def train(cfg: RunConfig, out: str | Path, *, resume: bool = False,
             raise OutputError(f"{out} already holds a run (checkpoint.pt)",
                               hint="pass --resume to continue it, or choose a new --out")
         state = load_checkpoint(ckpt_path)
-        saved = state["config"]
+        saved = dict(state["config"])
         if "augment_on" not in (saved.get("data") or {}):  # a run from before augment_on: the same random
             saved = {**saved, "data": {**saved["data"], "augment_on": cfg.data.augment_on}}  # draws either way
+        if "epoch_unit" not in saved:  # a run from before epoch_unit: a moco epoch was one sample per location
+            saved["epoch_unit"] = "location" if (saved.get("model") or {}).get("mode") == "moco" else cfg.epoch_unit
         diff = differences(saved, cfg.to_dict())
         if diff:
             raise ConfigError(f"the run in {out} was started with other settings ({', '.join(diff)})",

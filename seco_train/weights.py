@@ -2,6 +2,11 @@
 
 Every format is reduced to a torchvision ResNet state dict (``conv1``, ``bn1``, ``layer1``-``layer4``,
 no ``fc``) and loaded strictly into ``build_backbone(name, in_channels)``.
+
+``load_backbone(..., with_transform=True)`` also returns the input transform the weights were trained
+with (:class:`seco_train.transform.BackboneTransform`): from a model card's STAC item (``seco-train
+export`` writes ``<stem>.item.json`` beside the weights; pass either file), from a training checkpoint's
+config, or SeCo's RGB transform for an official SeCo checkpoint; ``None`` when the file does not say.
 """
 
 from __future__ import annotations
@@ -52,25 +57,91 @@ def backbone_state_dict(model: SeasonalContrast) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.backbone.state_dict().items()}
 
 
-def load_backbone(source: str | os.PathLike | Mapping, name: str = "resnet18", in_channels: int = 3) -> nn.Module:
+#: the STAC item ``seco-train export`` writes beside weights ``<stem>.pth``
+ITEM_SUFFIX = ".item.json"
+
+
+def item_path(weights: str | os.PathLike) -> Path:
+    """The model card's STAC item beside exported weights: ``<stem>.item.json``."""
+    w = Path(weights)
+    return w.with_name(w.stem + ITEM_SUFFIX)
+
+
+def load_backbone(source: str | os.PathLike | Mapping, name: str | None = None, in_channels: int | None = None, *,
+                  with_transform: bool = False):
     """A torchvision ResNet (``fc = Identity``) with weights from ``source``, or freshly initialised
-    when ``source == "random"``.
+    when ``source == "random"``; with ``with_transform``, ``(net, transform)`` (module docstring).
 
     ``source`` is a path to: (a) a training checkpoint (``{"model": SeasonalContrast state dict,
     "config": ...}``); (b) an exported backbone (``backbone_state_dict``); (c) an official SeCo
     Lightning checkpoint (``state_dict`` with ``encoder_q.<i>.*``, ``encoder_q`` an ``nn.Sequential``
     over the ResNet children); (d) a torchgeo / timm ResNet state dict, possibly under a prefix such as
-    ``backbone.`` or ``model.`` (``fc`` dropped). An already loaded state dict is accepted too.
+    ``backbone.`` or ``model.`` (``fc`` dropped); (e) the STAC item of a model card (its ``mlm:model``
+    asset is loaded). An already loaded state dict is accepted too. ``name`` and ``in_channels`` default
+    to the model card's when there is one, else resnet18 with 3 channels.
     Raises ``UsageError`` naming the file when no ResNet is found or the keys/shapes do not match.
     """
+    from .transform import BackboneTransform
+
     if isinstance(source, str) and source == "random":
-        return build_backbone(name, in_channels)[0]
+        net = build_backbone(name or "resnet18", in_channels or 3)[0]
+        return (net, None) if with_transform else net
+    card = None
+    if not isinstance(source, Mapping):
+        path = Path(source)
+        if path.name.endswith(".json"):
+            card, source = _read_item(path), _weights_of_item(path)
+        elif item_path(path).is_file():
+            card = _read_item(item_path(path))
+    if card is not None:
+        arch = card["properties"].get("seco:backbone", {})
+        name, in_channels = name or arch.get("name"), in_channels or arch.get("in_channels")
+    name, in_channels = name or "resnet18", in_channels or 3
     where = "state dict" if isinstance(source, Mapping) else str(source)
-    state = _backbone_weights(source if isinstance(source, Mapping) else _read(Path(source)), where)
+    obj = source if isinstance(source, Mapping) else _read(Path(source))
+    state = _backbone_weights(obj, where)
     net = build_backbone(name, in_channels)[0]
     _load_strict(net, state, where, name, in_channels)
     log.info("loaded %s backbone (%d input channels) from %s", name, in_channels, where)
-    return net
+    if not with_transform:
+        return net
+    transform = None
+    if card is not None and card["properties"].get("seco:transform"):
+        transform = BackboneTransform.from_dict(card["properties"]["seco:transform"])
+    elif isinstance(obj, Mapping) and isinstance(obj.get("config"), Mapping) and "model" in obj:
+        transform = BackboneTransform.from_run_config(dict(obj["config"]))
+    elif _is_official_seco(obj) and in_channels == 3:
+        transform = BackboneTransform.seco_rgb()
+    if transform is None:
+        log.warning("%s does not say how its inputs were prepared: no transform", where)
+    return net, transform
+
+
+def _is_official_seco(obj: object) -> bool:
+    state = obj.get("state_dict") if isinstance(obj, Mapping) else None
+    return isinstance(state, Mapping) and any(str(k).startswith("encoder_q.4.0.") for k in state)
+
+
+def _read_item(path: Path) -> dict:
+    import json
+
+    try:
+        item = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"model card item {path}: no such file") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot read the model card item {path} ({e})") from None
+    if not isinstance(item, dict) or item.get("type") != "Feature" or "properties" not in item:
+        raise UsageError(f"{path} is not a STAC item", hint="pass the <stem>.item.json that `seco-train export` wrote")
+    return item
+
+
+def _weights_of_item(path: Path) -> Path:
+    item = _read_item(path)
+    for asset in item.get("assets", {}).values():
+        if "mlm:model" in asset.get("roles", ()):
+            return (path.parent / asset["href"]).resolve() if "://" not in asset["href"] else Path(asset["href"])
+    raise UsageError(f"{path} has no asset with the role mlm:model", hint="pass the weights file itself")
 
 
 def export_backbone(checkpoint_path: str | os.PathLike, out_path: str | os.PathLike, *,

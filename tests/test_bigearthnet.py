@@ -237,3 +237,32 @@ def test_protocols_on_real_patches_match_sklearn(example, tmp_path, protocol, ba
 def _names_file(path: Path, names: list[str]) -> Path:
     path.write_text("".join(f"{n}\n" for n in names))
     return path
+
+
+def test_reference_preset_through_the_evaluator(example, tmp_path):
+    """--preset reference on the real patches: the reference's {split}.txt lists, its reader, a train subset
+    drawn with replacement from seed 42, Dropout(0.2) + Linear, val scored; intervals of both mAPs."""
+    from seco_train.evaluate.evaluator import EvalConfig, evaluate
+
+    names = sorted(p.name for p in example.iterdir() if p.is_dir())
+    for split, part in (("train", names), ("val", names[:3]), ("test", names[3:])):
+        _names_file(tmp_path / f"{split}.txt", part)
+    for name in ben.EXCLUSION_FILES:
+        _names_file(tmp_path / name, [])
+    (tmp_path / "BigEarthNet-v1.0").symlink_to(example)
+    cfg = EvalConfig("bigearthnet", weights="random", root=str(tmp_path / "BigEarthNet-v1.0"), preset="reference",
+                     epochs=2, batch_size=2, train_frac=0.5, resamples=100)
+    report = evaluate(cfg)
+    assert report["headline_split"] == "val" and report["splits"]["val"]["files"][0]["path"].endswith("val.txt")
+    assert report["splits"]["train"]["n_used"] == 3 and report["train_subset"] == "with_replacement"
+    assert (report["config"]["head_dropout"], report["config"]["backbone_mode"], report["seed"]) == (0.2, "eval", 42)
+    val = report["metrics"]["val"]
+    for metric in ("map_micro", "map_macro"):
+        lo, hi = val["ci95"][metric]
+        assert lo <= val[metric] <= hi
+    assert val["reference_batch_mean"]["batch"] == 2  # --batch-size also sets the reference's validation batch
+    from seco_data.errors import UsageError
+
+    with pytest.raises(UsageError, match="RGB only"):
+        evaluate(EvalConfig("bigearthnet", weights="random", root=str(tmp_path / "BigEarthNet-v1.0"),
+                            preset="reference", epochs=1, dataset_options=(("bands", "all"),)))

@@ -278,8 +278,11 @@ def test_cli_eval_and_report(eurosat, slice_splits, tmp_path):
     r = runner.invoke(main, ["report", str(knn_json), str(lin_json), "--out", str(table)])
     assert r.exit_code == 0, r.output
     rows = [ln for ln in table.read_text().splitlines() if ln.startswith("| eurosat")]
-    knn_top1 = json.loads(knn_json.read_text())["metrics"]["test"]["top1"]
-    assert len(rows) == 2 and any(f"| knn | random | resnet18 | top1 (test) | {100 * knn_top1:.2f} |" in r for r in rows)
+    knn_test = json.loads(knn_json.read_text())["metrics"]["test"]
+    lo, hi = knn_test["ci95"]["top1"]
+    assert lo <= knn_test["top1"] <= hi
+    cell = f"| knn | default | random | resnet18 | top1 (test) | {100 * knn_test['top1']:.2f} [{100 * lo:.2f}, {100 * hi:.2f}] |"
+    assert len(rows) == 2 and any(cell in r for r in rows)
     assert markdown_table([("a", rep)]).count("\n") == 3
 
 

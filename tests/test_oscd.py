@@ -199,3 +199,29 @@ def test_the_evaluator_runs_oscd_from_the_registry(shared, tmp_path):
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     assert m["f1"] == pytest.approx(f1) and m["precision"] == pytest.approx(precision)
     assert "bercy" in m["split_note"] or "bercy" in json.dumps(m["per_city"])
+
+
+def test_the_reference_preset_runs_oscd_on_tiles_with_intervals(shared, tmp_path):
+    """--preset reference: conv1 level 0, the reference decoder, encoder BN in train mode, Adam with weight
+    decay and ExponentialLR, grid tiles; F1 over every pixel with a bootstrap over 96 px cells."""
+    from seco_train.evaluate import write_report
+    from seco_train.evaluate.evaluator import EvalConfig, evaluate
+    from seco_train.evaluate.report import load_predictions
+
+    (tmp_path / "train.txt").write_text("bercy\n")
+    (tmp_path / "test.txt").write_text("bercy\n")
+    cfg = EvalConfig(benchmark="oscd", weights="random", root=str(shared / "data" / "oscd"), epochs=2, batch_size=8,
+                     preset="reference", resamples=200,
+                     split_files=(("train", str(tmp_path / "train.txt")), ("test", str(tmp_path / "test.txt"))))
+    report = evaluate(cfg)
+    c = report["config"]
+    assert (c["weight_decay"], c["schedule"], c["gamma"], c["backbone_mode"], c["seed"]) == \
+        (1e-4, "exponential", 0.95, "train", 42)
+    assert report["recipe"]["model"] == {"level0": "conv", "decoder": "reference"}
+    m = report["metrics"]["test"]
+    assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == 395 * 360
+    lo, hi = m["ci95"]["f1"]
+    assert lo <= m["f1"] <= hi and report["bootstrap"]["unit"].startswith("96 px")
+    path = write_report(report, tmp_path / "oscd.json")
+    cells = load_predictions(path, "test")
+    assert len(cells["ids"]) == 5 * 4 and cells["scores"].sum(axis=0).tolist() == [m["tp"], m["fp"], m["fn"], m["tn"]]

@@ -25,6 +25,13 @@ Normalisation (SECO.md section 3: evaluation inputs must look like pre-training 
   ``bigearthnet-models-tf/BigEarthNet.py``; also the constants of SeCo's ``bigearthnet_dataset.py``).
 
 Images are then resized to ``size`` (128 px by default, as SeCo's evaluation did; ``None`` keeps 120).
+
+``normalise="reference"`` reproduces SeCo's ``bigearthnet_dataset.py`` instead (the ``reference`` preset,
+RGB only): each band to uint8 by ``clip((DN - (mean - 2 std)) / (4 std) * 255)`` with :data:`BAND_STATS`
+(truncated), the three bands as a PIL image resized to ``size`` with PIL's bicubic filter, then ``x / 255``.
+``lists="reference"`` reads the reference's ``{split}.txt`` lists (google-research
+remote_sensing_representations' ``bigearthnet-{split}.txt``, saved under that name) instead of the
+official ``{split}.csv``.
 """
 
 from __future__ import annotations
@@ -55,6 +62,10 @@ RGB_BANDS = ("B04", "B03", "B02")
 BAND_SETS = {"rgb": RGB_BANDS, "all": ALL_BANDS}
 PATCH_SIZE = 120
 SPLITS = ("train", "val", "test")
+#: "pretraining": inputs as in pre-training (module docstring); "reference": SeCo's reference reader
+NORMALISE = ("pretraining", "reference")
+#: "official": {split}.csv; "reference": the reference's {split}.txt
+LISTS = ("official", "reference")
 EXCLUSION_FILES = ("patches_with_seasonal_snow.csv", "patches_with_cloud_and_shadow.csv")
 
 #: Per-band DN mean / std of the BigEarthNet-S2 training set, from the authors' bigearthnet-models-tf
@@ -267,6 +278,31 @@ def load_patch(folder: Path, bands: Sequence[str], size: int | None = 128, stats
     return out
 
 
+def reference_uint8(dn: np.ndarray, band: str) -> np.ndarray:
+    """The reference's per-band 8-bit conversion: ``clip((DN - (mean - 2 std)) / (4 std) * 255, 0, 255)``
+    truncated to uint8, with :data:`BAND_STATS`."""
+    mean, std = BAND_STATS["mean"][band], BAND_STATS["std"][band]
+    lo, hi = mean - 2 * std, mean + 2 * std
+    return np.clip((dn.astype(np.float64) - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
+
+
+def load_patch_reference(folder: Path, bands: Sequence[str], size: int | None = 128) -> torch.Tensor:
+    """(3, size, size) float32 image of one patch folder as SeCo's reference reader and transform make it."""
+    from PIL import Image
+
+    name = folder.name
+    channels = []
+    for band in bands:
+        path = folder / f"{name}_{band}.tif"
+        if not path.is_file():
+            raise DatasetNotFoundError(f"BigEarthNet band file missing: {path}")
+        channels.append(reference_uint8(read_band(path), band))
+    img = Image.fromarray(np.dstack(channels))
+    if size is not None and img.size != (size, size):
+        img = img.resize((size, size), Image.BICUBIC)
+    return torch.from_numpy(np.ascontiguousarray(np.asarray(img).transpose(2, 0, 1))).float().div_(255.0)
+
+
 def load_labels(folder: Path) -> list[str]:
     """The 43-class label names of one patch folder."""
     path = folder / f"{folder.name}_labels_metadata.json"
@@ -297,8 +333,16 @@ class BigEarthNet(Dataset):
     def __init__(self, root: str | os.PathLike, split: str = "train", bands: str = "rgb", size: int | None = 128,
                  train_frac: float = 1.0, seed: int = 0, split_file: str | os.PathLike | None = None,
                  exclude: Sequence[str | os.PathLike] | None = None,
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, stats: dict | None = None):
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, stats: dict | None = None,
+                 normalise: str = "pretraining", lists: str = "official"):
         self.root = Path(root)
+        if normalise not in NORMALISE or lists not in LISTS:
+            raise UsageError(f"BigEarthNet normalise must be one of {', '.join(NORMALISE)} and lists one of "
+                             f"{', '.join(LISTS)}, not {normalise!r} / {lists!r}")
+        if normalise == "reference" and bands != "rgb":
+            raise UsageError("BigEarthNet normalise='reference' (the reference reader) is RGB only",
+                             hint="use the default normalisation for bands='all'")
+        self.normalise, self.lists = normalise, lists
         if split not in SPLITS:
             raise UsageError(f"unknown BigEarthNet split {split!r}: expected one of {', '.join(SPLITS)}")
         if bands not in BAND_SETS:
@@ -316,7 +360,7 @@ class BigEarthNet(Dataset):
                                        hint="pass the folder that holds the patch folders (BigEarthNet-v1.0)")
         self.split, self.bands, self.size, self.transform = split, BAND_SETS[bands], size, transform
         self.stats = stats
-        self.split_file = locate(self.root, f"{split}.csv", split_file)
+        self.split_file = locate(self.root, f"{split}.{'txt' if lists == 'reference' else 'csv'}", split_file)
         exclude_files = ([locate(self.root, n) for n in EXCLUSION_FILES] if exclude is None
                          else [locate(self.root, Path(p).name, p) for p in exclude])
         excluded: set[str] = set()
@@ -351,7 +395,10 @@ class BigEarthNet(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         folder = self.root / self.patches[index]
-        image = load_patch(folder, self.bands, self.size, self.stats if self.bands != RGB_BANDS else None)
+        if self.normalise == "reference":
+            image = load_patch_reference(folder, self.bands, self.size)
+        else:
+            image = load_patch(folder, self.bands, self.size, self.stats if self.bands != RGB_BANDS else None)
         if self.transform is not None:
             image = self.transform(image)
         return image, torch.from_numpy(multi_hot(load_labels(folder)))
@@ -365,7 +412,8 @@ class BigEarthNetBenchmark(BigEarthNet):
     def __init__(self, root, split: str = "train", split_file=None, size: int | None = 128, **options):
         super().__init__(root, split, split_file=split_file, size=size, **options)
         self.split_files = [self.split_file]
-        key = json.dumps([str(self.root.resolve()), split, self.patches, list(self.bands), size])
+        self.item_ids = list(self.patches)
+        key = json.dumps([str(self.root.resolve()), split, self.patches, list(self.bands), size, self.normalise])
         self.fingerprint = hashlib.sha256(key.encode()).hexdigest()
 
     @functools.cached_property

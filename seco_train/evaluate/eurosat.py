@@ -3,15 +3,20 @@
 Layouts read (``root`` may be the extracted archive's folder or the class folders' parent):
 
 - RGB (``bands="rgb"``): ``2750/<Class>/<Class>_<n>.jpg`` (``EuroSAT.zip``), 8-bit RGB JPEGs,
-  normalised by :func:`seco_train.evaluate.transforms.rgb8` (``x / 255``, ImageNet mean/std, as
-  SeCo's EuroSAT evaluation; the JPEGs already are 8-bit renderings, so no SeCo quantile stretch);
+  normalised by :func:`seco_train.evaluate.transforms.rgb8` (``x / 255``, then ImageNet mean/std: the
+  last step of pre-training's SeCo stretch; the JPEGs already are 8-bit renderings, so no quantile
+  stretch). ``normalise="unit"`` gives ``x / 255`` alone, what SeCo's EuroSAT script did
+  (``T.ToTensor()``; the ``reference`` preset);
 - 13 bands (``bands="all"``): ``ds/images/remote_sensing/otherDatasets/sentinel_2/tif/<Class>/<Class>_<n>.tif``
   (``EuroSATallBands.zip``), uint16 L1C digital numbers B01-B12 then B8A (the files' order; returned
   in the canonical order :data:`BANDS_ALL`, B8A after B08), normalised by
   :func:`~seco_train.evaluate.transforms.reflectance` with the pre-training statistics (``stats``).
 
 Splits are files, ``splits/{train,val,test}.txt`` under ``root`` (or ``split_file``), one
-``<Class>/<file>`` per line; ``.jpg`` entries also name the ``.tif`` of the same patch.
+``<Class>/<file>`` per line; ``.jpg`` entries also name the ``.tif`` of the same patch. The reference
+script's lists are also read (``lists="reference"``: ``{train,val}.txt`` beside the class folders, one
+``<Class>_<n>.jpg`` per line, the class being the name before ``_``); where they are missing, the
+``splits/`` lists are used and :attr:`EuroSAT.split_note` says so.
 Labels are the index of the class folder in the official (alphabetical) order, :data:`CLASSES`.
 """
 
@@ -25,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from seco_data.errors import UsageError
 from seco_data.outputs import sha256_file
 
 from . import transforms
@@ -46,6 +52,10 @@ URL_ALL = "https://madm.dfki.de/files/sentinel/EuroSATallBands.zip"
 RGB_DIR = "2750"
 TIF_DIR = "ds/images/remote_sensing/otherDatasets/sentinel_2/tif"
 SPLITS = ("train", "val", "test")
+#: "imagenet": x / 255 then ImageNet mean/std (pre-training's last step); "unit": x / 255 (the reference script)
+NORMALISE = ("imagenet", "unit")
+#: "splits": ROOT/splits/{split}.txt; "reference": the reference's {split}.txt beside the class folders
+LISTS = ("splits", "reference")
 
 
 class EuroSAT(Dataset):
@@ -60,11 +70,18 @@ class EuroSAT(Dataset):
     classes = list(CLASSES)
 
     def __init__(self, root, split: str = "train", bands: str = "rgb", split_file=None, size: int | None = 64,
-                 transform=None, stats: dict | None = None):
+                 transform=None, stats: dict | None = None, normalise: str = "imagenet", lists: str = "splits"):
         if bands not in ("rgb", "all"):
             raise DatasetNotFoundError(f"EuroSAT bands must be 'rgb' or 'all', not {bands!r}")
+        if normalise not in NORMALISE or lists not in LISTS:
+            raise UsageError(f"EuroSAT normalise must be one of {', '.join(NORMALISE)} and lists one of "
+                             f"{', '.join(LISTS)}, not {normalise!r} / {lists!r}")
+        if normalise == "unit" and bands != "rgb":
+            raise UsageError("EuroSAT normalise='unit' (the reference's x / 255) applies to the RGB JPEGs only")
         self.root = Path(root)
         self.split, self.bands, self.size, self.transform, self.stats = split, bands, size, transform, stats
+        self.normalise, self.lists = normalise, lists
+        self.split_note: str | None = None
         if bands == "all" and stats is None:
             raise DatasetNotFoundError("EuroSAT bands='all' needs the pre-training band statistics (stats=...)",
                                        hint="pass the JSON from `seco-train stats` the backbone was trained with")
@@ -75,6 +92,7 @@ class EuroSAT(Dataset):
                            for p in (self.image_dir / c).iterdir() if p.suffix.lower() in (".jpg", ".tif"))
         else:
             names = self._read_split(split_file)
+        self.item_ids = names
         self.files, labels = [], []
         suffix = ".jpg" if bands == "rgb" else ".tif"
         for name in names:
@@ -92,7 +110,7 @@ class EuroSAT(Dataset):
             raise DatasetNotFoundError(f"EuroSAT image {missing} not found",
                                        hint=f"download and extract {self._url()} into {self.root}")
         self._targets = np.asarray(labels, dtype=np.int64)
-        key = f"eurosat|{bands}|{size}|{self.image_dir.resolve()}|" + "|".join(
+        key = f"eurosat|{bands}|{size}|{normalise}|{self.image_dir.resolve()}|" + "|".join(
             sha256_file(p) for p in self.split_files) + f"|{len(self.files)}|{hashlib.sha256(' '.join(names).encode()).hexdigest()}"
         self.fingerprint = hashlib.sha256(key.encode()).hexdigest()
 
@@ -116,11 +134,21 @@ class EuroSAT(Dataset):
         path = Path(split_file) if split_file is not None else self.root / "splits" / f"{self.split}.txt"
         if split_file is None and self.split not in SPLITS:
             raise DatasetNotFoundError(f"unknown EuroSAT split {self.split!r}: expected one of {', '.join(SPLITS)} or 'all'")
+        if split_file is None and self.lists == "reference":
+            found = [p for p in (self.image_dir / f"{self.split}.txt", self.root / f"{self.split}.txt") if p.is_file()]
+            if found:
+                path = found[0]
+            else:
+                self.split_note = (f"EuroSAT: the reference's {self.split}.txt (SeCo's lists) is not in {self.image_dir}; "
+                                   f"used {path} instead (same sizes, not the same images)")
+                log.warning(self.split_note)
         if not path.is_file():
             raise DatasetNotFoundError(f"EuroSAT split file {path} not found",
                                        hint="write one '<Class>/<file>' per line, or pass split_file / --root")
         self.split_files = [path]
-        return [ln.strip().replace("\\", "/") for ln in path.read_text().splitlines() if ln.strip()]
+        names = [ln.strip().replace("\\", "/") for ln in path.read_text().splitlines() if ln.strip()]
+        # the reference's lists name bare files ('AnnualCrop_1.jpg'): the class is the name before '_'
+        return [n if "/" in n else f"{n.split('_', 1)[0]}/{n}" for n in names]
 
     # -- items ----------------------------------------------------------------------------------------
 
@@ -142,7 +170,8 @@ class EuroSAT(Dataset):
                 from PIL import Image
 
                 with Image.open(path) as im:
-                    x = transforms.rgb8(np.asarray(im.convert("RGB")))
+                    pixels = np.asarray(im.convert("RGB"))
+                x = transforms.rgb8(pixels) if self.normalise == "imagenet" else transforms.unit8(pixels)
             else:
                 import rasterio
 

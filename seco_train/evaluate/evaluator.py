@@ -1,9 +1,11 @@
-"""The one evaluator: benchmark (from the registry) x weights x protocol -> a report dict.
+"""The one evaluator: benchmark (from the registry) x weights x protocol x preset -> a report dict.
 
-``evaluate(EvalConfig(...))`` reads the benchmark's splits, optionally draws a seeded subset of the
-training split (without replacement, stratified per class for multiclass), loads the backbone with
-``seco_train.weights.load_backbone``, runs the protocol and computes the metrics over whole splits.
-``report.write_report`` writes the result.
+``evaluate(EvalConfig(...))`` resolves the preset (``presets``: this project's protocol or the reference
+scripts' recipe), reads the benchmark's splits, optionally draws a seeded subset of the training split
+(without replacement, stratified per class for multiclass; the reference preset draws with replacement,
+as the reference did), loads the backbone with ``seco_train.weights.load_backbone``, runs the protocol
+and computes the metrics over whole splits, each headline metric with a 95 % bootstrap interval
+(``bootstrap``). ``report.write_report`` writes the result, and the per-item predictions beside it.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from seco_data.errors import UsageError
 from seco_data.outputs import sha256_file
 
 from ..config import CONFIG_FILE, DEVICES
-from . import metrics
-from .protocols import DEFAULTS, PROTOCOLS, Progress, ProtocolConfig
+from . import bootstrap, metrics
+from .presets import Preset, get_preset
+from .protocols import PROTOCOLS, Progress, ProtocolConfig
 from .registry import Benchmark, get
 
 log = logging.getLogger(__name__)
@@ -44,7 +47,12 @@ class EvalConfig:
     batch_size: int | None = None
     lr: float | None = None
     train_frac: float = 1.0
-    seed: int = 0
+    #: None: the preset's (default 0, reference 42)
+    seed: int | None = None
+    #: "default" (this project's protocol) | "reference" (the reference scripts' recipe)
+    preset: str = "default"
+    #: bootstrap resamples of the confidence intervals (0: none)
+    resamples: int = bootstrap.RESAMPLES
     #: "auto" | "cpu" | "cuda"
     device: str = "auto"
     #: image size (None: the benchmark's native size)
@@ -97,12 +105,15 @@ def resolve_weights(weights: str, backbone: str | None) -> tuple[str, Path | Non
     return str(path), path, None, backbone or "resnet18"
 
 
-def train_subset(targets: np.ndarray, frac: float, seed: int, task: str) -> np.ndarray:
+def train_subset(targets: np.ndarray, frac: float, seed: int, task: str, rule: str = "stratified") -> np.ndarray:
     """Sorted indices of a ``frac`` subset drawn WITHOUT replacement from ``seed``; multiclass: per class
-    (``round(frac * n_c)``, at least 1, of each class ``c``)."""
+    (``round(frac * n_c)``, at least 1, of each class ``c``). ``rule="with_replacement"``: the reference's
+    ``default_rng(seed).choice(range(n), int(frac * n))`` instead (duplicates kept, in draw order)."""
     n = len(targets)
     if frac >= 1:
         return np.arange(n)
+    if rule == "with_replacement":
+        return np.random.default_rng(seed).choice(range(n), int(frac * n))
     rng = np.random.default_rng(seed)
     if task == "multiclass":
         y = np.asarray(targets)
@@ -115,14 +126,13 @@ def train_subset(targets: np.ndarray, frac: float, seed: int, task: str) -> np.n
     return np.sort(rng.choice(n, size=max(1, int(round(frac * n))), replace=False))
 
 
-def protocol_config(cfg: EvalConfig, protocol: str, device: str) -> ProtocolConfig:
-    base = DEFAULTS[protocol]
-    changes = {"seed": cfg.seed, "device": device, "num_workers": cfg.num_workers, "cache_dir": cfg.cache_dir,
+def protocol_config(cfg: EvalConfig, preset: Preset, device: str) -> ProtocolConfig:
+    """The preset's protocol config with the user's overrides and the runtime settings."""
+    runtime = {"device": device, "num_workers": cfg.num_workers, "cache_dir": cfg.cache_dir,
                "eval_every_epoch": cfg.eval_every_epoch}
-    for key, value in (("epochs", cfg.epochs), ("batch_size", cfg.batch_size), ("lr", cfg.lr), ("k", cfg.k)):
-        if value is not None:
-            changes[key] = value
-    return dataclasses.replace(base, **changes)
+    if cfg.k is not None:
+        runtime["k"] = cfg.k
+    return preset.resolve(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, **runtime)
 
 
 def software() -> dict:
@@ -142,6 +152,7 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> dict:
     if protocol not in bench.protocols or protocol not in PROTOCOLS:
         raise UsageError(f"benchmark {bench.name!r} has no protocol {protocol!r}: expected one of "
                          f"{', '.join(bench.protocols)}")
+    preset = get_preset(bench.name, protocol, cfg.preset)
     root = cfg.root or bench.default_root
     if root is None:
         raise UsageError(f"benchmark {bench.name!r} has no default data folder", hint="pass --root")
@@ -151,62 +162,91 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> dict:
     unknown = set(split_files) - set(bench.splits)
     if unknown:
         raise UsageError(f"split files for unknown splits {sorted(unknown)}: {bench.name} has {bench.splits}")
-    options = dict(cfg.dataset_options)
+    options = {**dict(preset.dataset), **dict(cfg.dataset_options)}
     datasets = {s: bench.dataset(root, s, split_file=split_files.get(s), size=size, **options) for s in bench.splits}
     train_name, eval_names = bench.splits[0], bench.splits[1:]
     train = datasets[train_name]
-    idx = train_subset(np.asarray(train.targets), cfg.train_frac, cfg.seed, bench.task)
-    train_used = train if len(idx) == len(train) else Subset(train, idx.tolist())
+    pcfg = protocol_config(cfg, preset, device)
+    idx = train_subset(np.asarray(train.targets), cfg.train_frac, pcfg.seed, bench.task, preset.subset)
+    train_used = train if cfg.train_frac >= 1 else Subset(train, idx.tolist())
 
     source, weights_file, run_dir, name = resolve_weights(cfg.weights, cfg.backbone)
     from ..weights import load_backbone
 
-    torch.manual_seed(cfg.seed)  # "random" weights: the initialisation follows the seed
+    torch.manual_seed(pcfg.seed)  # "random" weights: the initialisation follows the seed
     backbone = load_backbone(source, name, train.in_channels)
-    pcfg = protocol_config(cfg, protocol, device)
     evals = {s: datasets[s] for s in eval_names}
+    predictions: dict[str, dict] = {}
     if bench.run is not None:
-        result_metrics, history, frozen = bench.run(bench, backbone, pcfg, evals=evals, train=train_used,
-                                                    progress=progress), [], None
+        result_metrics = bench.run(bench, backbone, pcfg, evals=evals, train=train_used, progress=progress,
+                                   options=dict(preset.model))
+        history, frozen = [], None
+        for s, m in result_metrics.items():
+            tiles = m.pop("tiles", None)
+            if tiles is not None:
+                predictions[s] = {"ids": tiles["ids"], "targets": None, "scores": tiles["counts"]}
     else:
         result = PROTOCOLS[protocol](backbone, train_used, evals, task=bench.task, num_classes=bench.num_classes,
                                      config=pcfg, progress=progress)
         classes = list(getattr(train, "classes", [str(i) for i in range(bench.num_classes)]))
         result_metrics = {s: metrics.summarise(bench.task, t, sc, classes) for s, (t, sc) in result.predictions.items()}
+        for s, (t, sc) in result.predictions.items():
+            ids = getattr(evals[s], "item_ids", None)
+            predictions[s] = {"ids": list(ids) if ids is not None else [str(i) for i in range(len(t))],
+                              "targets": np.asarray(t), "scores": np.asarray(sc, dtype=np.float32)}
+            batch = preset.metric_batch_of(pcfg)
+            if batch:
+                result_metrics[s]["reference_batch_mean"] = {
+                    "batch": batch, "drop_last": True, "value": bootstrap.batch_mean(bench.task, t, sc, batch)}
         history, frozen = result.history, result.frozen_check
         if frozen is not None:
             log.info("frozen backbone unchanged (sha256 %s)", frozen["after"][:16])
+    if cfg.resamples:
+        for s, p in predictions.items():
+            if len(p["scores"]):
+                result_metrics[s]["ci95"] = bootstrap.confidence_intervals(
+                    bench.task, p["targets"], p["scores"], count=cfg.resamples)
 
-    splits = {}
+    splits, notes = {}, []
     for s, ds in datasets.items():
         files = [str(p) for p in getattr(ds, "split_files", [])]
         splits[s] = {"files": [{"path": str(Path(f).resolve()), "sha256": sha256_file(f)} for f in files], "n": len(ds)}
+        note = getattr(ds, "split_note", None)
+        if note and note not in notes:
+            notes.append(note)
     splits[train_name]["n_used"] = len(train_used)
     from .protocols import backbone_checksum
 
+    headline_split = preset.headline_split if preset.headline_split in result_metrics else (
+        "test" if "test" in result_metrics else (list(result_metrics)[-1] if result_metrics else None))
     report = {
         "benchmark": bench.name, "task": bench.task, "metric": bench.metric, "protocol": protocol,
+        "preset": preset.name, "headline_split": headline_split,
         "weights": {"source": cfg.weights, "file": str(weights_file) if weights_file else None,
                     "sha256": sha256_file(weights_file) if weights_file else None, "backbone": name,
                     "in_channels": train.in_channels, "run": str(run_dir) if run_dir else None},
         "root": str(root), "size": size, "dataset_options": {k: v for k, v in options.items()},
-        "splits": splits, "train_frac": cfg.train_frac, "seed": cfg.seed, "device": device,
-        "config": dataclasses.asdict(pcfg),
+        "splits": splits, "split_notes": notes, "train_frac": cfg.train_frac,
+        "train_subset": preset.subset, "seed": pcfg.seed, "device": device,
+        "config": dataclasses.asdict(pcfg), "recipe": preset.to_dict(),
         "metrics": result_metrics, "history": history,
+        "bootstrap": {"resamples": cfg.resamples, "seed": bootstrap.SEED, "level": bootstrap.LEVEL,
+                      "method": "percentile", "unit": bootstrap.UNITS.get(bench.task)},
         "frozen_backbone": frozen,
         "backbone_sha256_final": backbone_checksum(backbone) if frozen is None else frozen["after"],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "seconds": time.time() - started, "software": software(),
+        "predictions": predictions,
     }
-    main = "test" if "test" in result_metrics else (list(result_metrics)[-1] if result_metrics else None)
-    if main and bench.metric in result_metrics[main]:
-        log.info("%s %s: %s %s = %.4f", bench.name, protocol, main, bench.metric, result_metrics[main][bench.metric])
+    if headline_split and bench.metric in result_metrics[headline_split]:
+        log.info("%s %s (%s): %s %s = %.4f", bench.name, protocol, preset.name, headline_split, bench.metric,
+                 result_metrics[headline_split][bench.metric])
     return report
 
 
 def default_output(cfg: EvalConfig, protocol: str) -> Path:
-    """``<run folder>/eval/<benchmark>-<protocol>.json`` for a run folder, else ``eval/<...>.json``."""
-    stem = f"{cfg.benchmark}-{protocol}"
+    """``<run folder>/eval/<benchmark>-<protocol>[-reference].json`` for a run folder, else ``eval/<...>.json``."""
+    stem = f"{cfg.benchmark}-{protocol}" + ("" if cfg.preset == "default" else f"-{cfg.preset}")
     path = Path(cfg.weights)
     if cfg.weights != "random" and path.is_dir():
         return path / "eval" / f"{stem}.json"

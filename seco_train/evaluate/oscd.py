@@ -18,7 +18,14 @@ top-left corner (row 0, column 0 of every raster is the same corner of the scene
 Inputs are normalised as in pre-training: RGB (B04, B03, B02) through the SeCo stretch and ImageNet
 mean/std; other band sets by ``(DN * 1e-4 - mean) / std`` with pre-training's statistics (``stats``),
 bands coarser than 10 m bilinearly resampled to the 10 m grid. Training items are random 96 px tiles
-(SeCo's protocol) with random flips; evaluation items are whole cities, so metrics cover every pixel.
+(SeCo's tile size; SeCo itself used a fixed grid: ``tiles="grid"``) with random flips; evaluation items
+are whole cities, so metrics cover every pixel.
+
+The ``reference`` preset reproduces SeCo's ``oscd_dataset.py`` instead: ``normalise="reference"`` maps
+each RGB band's DN to uint8 with the reference's fixed OSCD quantiles (:data:`REFERENCE_QUANTILES`,
+``clip((DN - q2) / (q98 - q2), 0, 1) * 255`` truncated) and then ``x / 255``; ``tiles="grid"`` trains on
+the fixed grid of 96 px tiles of every city (tiles past the right and bottom edges zero-padded, as PIL's
+``crop`` pads), each with a horizontal flip (p = 0.5) and a rotation by 0, 90, 180 or 270 degrees.
 """
 
 from __future__ import annotations
@@ -47,6 +54,12 @@ IMAGES_DIR = "Onera Satellite Change Detection dataset - Images"
 LABELS_DIR = "Onera Satellite Change Detection dataset - Train Labels"
 RGB_BANDS = ("B04", "B03", "B02")
 TILE = 96
+#: "pretraining": as the backbone was pre-trained; "reference": the reference's OSCD quantile stretch
+NORMALISE = ("pretraining", "reference")
+#: "random": jittered crops with flips; "grid": the reference's fixed tile grid with hflip + rot90
+TILES = ("random", "grid")
+#: the reference's 2 % / 98 % DN quantiles of the OSCD RGB bands (``datasets/oscd_dataset.py``)
+REFERENCE_QUANTILES = {"B02": (885.0, 2620.0), "B03": (667.0, 2969.0), "B04": (426.0, 3698.0)}
 
 #: The 14 cities with public change maps (the official train.txt).
 LABELLED_CITIES = ("abudhabi", "aguasclaras", "beihai", "beirut", "bercy", "bordeaux", "cupertino", "hongkong",
@@ -137,8 +150,25 @@ def read_date(root: Path, city: str, date: int, bands: Sequence[str]) -> np.ndar
     return out
 
 
-def normalise(dn: np.ndarray, bands: Sequence[str], stats: dict | None = None) -> torch.Tensor:
-    """(C, H, W) float32 network input of uint16 DN, as pre-training (see the module docstring)."""
+def reference_normalise(dn: np.ndarray, bands: Sequence[str]) -> torch.Tensor:
+    """(C, H, W) float32 of uint16 DN as the reference reads OSCD: uint8 by the fixed quantiles, then / 255."""
+    missing = [b for b in bands if b not in REFERENCE_QUANTILES]
+    if missing:
+        raise UsageError(f"the reference OSCD normalisation knows B02, B03 and B04 only, not {', '.join(missing)}")
+    out = []
+    for c, band in enumerate(bands):
+        lo, hi = REFERENCE_QUANTILES[band]
+        v = np.clip((dn[c].astype(np.float64) - lo) / (hi - lo), 0, 1)
+        out.append((v * 255).astype(np.uint8))
+    return torch.from_numpy(np.stack(out)).float().div_(255.0)
+
+
+def normalise(dn: np.ndarray, bands: Sequence[str], stats: dict | None = None,
+              mode: str = "pretraining") -> torch.Tensor:
+    """(C, H, W) float32 network input of uint16 DN, as pre-training (see the module docstring), or as the
+    reference read it (``mode="reference"``)."""
+    if mode == "reference":
+        return reference_normalise(dn, bands)
     if tuple(bands) == RGB_BANDS and stats is None:
         return torch.stack([seco_rgb_lut(b)[torch.from_numpy(dn[c].astype(np.int64))] for c, b in enumerate(bands)])
     if stats is None:
@@ -147,6 +177,9 @@ def normalise(dn: np.ndarray, bands: Sequence[str], stats: dict | None = None) -
     mean = torch.tensor([float(stats[b]["mean"]) for b in bands]).view(-1, 1, 1)
     std = torch.tensor([float(stats[b]["std"]) for b in bands]).view(-1, 1, 1)
     return (torch.from_numpy(dn.astype(np.float32)) * DN_SCALE - mean) / std
+
+
+_normalise_dn = normalise  # OSCD's ``normalise`` option shadows the function inside its __init__
 
 
 def display_rgb(dn: np.ndarray) -> np.ndarray:
@@ -181,12 +214,18 @@ class OSCD(Dataset):
     position near the cell, from ``(seed, epoch, index)`` (call :meth:`set_epoch`).
     ``mode="eval"``: one item per city, ``(x1, x2, mask)`` at full size, in city order.
     ``cities`` overrides the split's cities (e.g. one small city for a quick run).
+    ``normalise`` and ``tiles``: see the module docstring (``"reference"`` / ``"grid"``: the reference's).
     """
 
     def __init__(self, root: str | os.PathLike, split: str = "train", mode: str | None = None,
                  bands: Sequence[str] = RGB_BANDS, stats: dict | None = None, tile: int = TILE,
-                 cities: Sequence[str] | None = None, seed: int = 0):
+                 cities: Sequence[str] | None = None, seed: int = 0, normalise: str = "pretraining",
+                 tiles: str = "random"):
         self.root = Path(root)
+        if normalise not in NORMALISE or tiles not in TILES:
+            raise UsageError(f"OSCD normalise must be one of {', '.join(NORMALISE)} and tiles one of "
+                             f"{', '.join(TILES)}, not {normalise!r} / {tiles!r}")
+        self.normalisation, self.tiling = normalise, tiles
         if split not in SPLITS:
             raise UsageError(f"unknown OSCD split {split!r}: expected one of {', '.join(SPLITS)}")
         mode = mode or ("train" if split == "train" else "eval")
@@ -206,19 +245,24 @@ class OSCD(Dataset):
         self.split_note = SPLIT_NOTE if cities == SPLITS[split] else (
             SPLIT_NOTE + f" This run used only {', '.join(cities)} for {split}.")
         self.images1, self.images2, self.masks, self.display = [], [], [], []
+        normalise_mode = normalise
         for city in cities:
             c = load_city(self.root, city, self.bands)
             h, w = c["change"].shape
             if h < tile or w < tile:
                 raise DatasetFormatError(f"OSCD {city} ({h}x{w}) is smaller than the {tile} px tile")
-            self.images1.append(normalise(c["img1"], self.bands, stats))
-            self.images2.append(normalise(c["img2"], self.bands, stats))
+            self.images1.append(_normalise_dn(c["img1"], self.bands, stats, normalise_mode))
+            self.images2.append(_normalise_dn(c["img2"], self.bands, stats, normalise_mode))
             self.masks.append(torch.from_numpy(c["change"].astype(np.float32)))
             rgb = (c["img2"][[self.bands.index(b) for b in RGB_BANDS]] if set(RGB_BANDS) <= set(self.bands)
                    else read_date(self.root, city, 2, RGB_BANDS)[:, :h, :w])
             self.display.append(display_rgb(rgb))  # date 2 as (H, W, 3) uint8, for overlays
-        self._cells = [(k, i, j) for k, m in enumerate(self.masks)
-                       for i in range(-(-m.shape[0] // tile)) for j in range(-(-m.shape[1] // tile))]
+        if tiles == "grid":  # the reference's order: product(range(0, width, t), range(0, height, t))
+            self._cells = [(k, i, j) for k, m in enumerate(self.masks)
+                           for j in range(-(-m.shape[1] // tile)) for i in range(-(-m.shape[0] // tile))]
+        else:
+            self._cells = [(k, i, j) for k, m in enumerate(self.masks)
+                           for i in range(-(-m.shape[0] // tile)) for j in range(-(-m.shape[1] // tile))]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -232,6 +276,8 @@ class OSCD(Dataset):
         k, ci, cj = self._cells[index]
         rng = np.random.default_rng([self.seed, self.epoch, index])
         t = self.tile
+        if self.tiling == "grid":
+            return self._grid_tile(k, ci, cj, rng)
         h, w = self.masks[k].shape
         # a uniformly jittered crop around grid cell (ci, cj), clipped into the image
         i = int(np.clip(ci * t + rng.integers(-t // 2, t // 2 + 1), 0, h - t))
@@ -244,6 +290,32 @@ class OSCD(Dataset):
         if dims:
             x1, x2, m = x1.flip(dims), x2.flip(dims), m.flip(dims)
         return x1.contiguous(), x2.contiguous(), m.contiguous()
+
+
+    def _grid_tile(self, k: int, ci: int, cj: int, rng: np.random.Generator):
+        """The reference's training item: grid tile (ci, cj) of city k, zero-padded past the edges, flipped
+        horizontally with p = 0.5, then rotated counter-clockwise by 0, 90, 180 or 270 degrees."""
+        x1, x2, m = grid_tile(self.images1[k], self.images2[k], self.masks[k], ci, cj, self.tile)
+        if rng.random() > 0.5:
+            x1, x2, m = x1.flip(-1), x2.flip(-1), m.flip(-1)
+        turns = int(rng.integers(4))
+        if turns:
+            x1, x2, m = (torch.rot90(v, turns, dims=(-2, -1)) for v in (x1, x2, m))
+        return x1.contiguous(), x2.contiguous(), m.contiguous()
+
+
+def grid_tile(x1: torch.Tensor, x2: torch.Tensor, mask: torch.Tensor, ci: int, cj: int, tile: int):
+    """Tile (ci, cj) of a t-pixel grid over (C, H, W) images and their (H, W) mask; zeros past the edges."""
+    h, w = mask.shape
+    i, j = ci * tile, cj * tile
+    out1 = x1.new_zeros((x1.shape[0], tile, tile))
+    out2 = x2.new_zeros((x2.shape[0], tile, tile))
+    om = mask.new_zeros((tile, tile))
+    hh, ww = min(tile, h - i), min(tile, w - j)
+    out1[:, :hh, :ww] = x1[:, i:i + hh, j:j + ww]
+    out2[:, :hh, :ww] = x2[:, i:i + hh, j:j + ww]
+    om[:hh, :ww] = mask[i:i + hh, j:j + ww]
+    return out1, out2, om
 
 
 class OSCDBenchmark(OSCD):
@@ -259,7 +331,8 @@ class OSCDBenchmark(OSCD):
                 raise DatasetNotFoundError(f"cannot read the OSCD city list {split_file}: {e.strerror}") from None
         super().__init__(root, split, cities=cities, tile=size or TILE, **options)
         self.split_files = [Path(split_file)] if split_file is not None else []
-        self.fingerprint = "oscd:" + ",".join(self.cities) + f":{self.tile}:{','.join(self.bands)}"
+        self.fingerprint = (f"oscd:{','.join(self.cities)}:{self.tile}:{','.join(self.bands)}:{self.normalisation}:"
+                            f"{self.tiling}")
         self.targets = np.zeros(len(self), dtype=np.int64)  # whole-image targets are masks, not classes
 
     @property
@@ -267,19 +340,27 @@ class OSCDBenchmark(OSCD):
         return len(self.bands)
 
 
-def _run(bench, backbone, config, *, evals, train, progress=None) -> dict:
-    """SeCo's change-detection protocol (frozen Siamese encoder + U-Net decoder, BCE, Adam) on the
-    fixed split; metrics over every pixel of the test cities."""
+def _run(bench, backbone, config, *, evals, train, progress=None, options=None) -> dict:
+    """SeCo's change-detection protocol (frozen Siamese encoder + decoder, BCE, Adam) on the fixed split;
+    metrics over every pixel of the test cities. ``options`` (the preset's ``model``): ``level0``
+    ("relu" | "conv"), ``decoder`` ("unet" | "reference"). ``config.backbone_mode="train"`` leaves the
+    encoder's BatchNorm in train mode while the decoder learns, as the reference did."""
     from .changedetection import SiameseChangeNet, train_change_detection
+    from .protocols import _lr_factor
 
+    options = dict(options or {})
     torch.manual_seed(config.seed)
-    model = SiameseChangeNet(backbone, freeze=True)
+    model = SiameseChangeNet(backbone, freeze=True, level0=options.get("level0", "relu"),
+                             decoder=options.get("decoder", "unet"), encoder_bn=config.backbone_mode or "eval")
     test = evals["test"]
+    grid = getattr(test, "tiling", "random") == "grid"
     out = train_change_detection(model, train, test, epochs=config.epochs, batch_size=config.batch_size,
                                  seed=config.seed, device=config.device, lr=config.lr,
-                                 num_workers=config.num_workers,
+                                 num_workers=config.num_workers, weight_decay=config.weight_decay,
+                                 lr_factor=lambda epoch: _lr_factor(config, epoch, 1),
+                                 drop_last=bool(config.drop_last), tile=test.tile if grid else None,
                                  progress=progress)
-    keys = ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "per_city", "split_note")
+    keys = ("precision", "recall", "f1", "tp", "fp", "fn", "tn", "per_city", "split_note", "tiles")
     return {"test": {k: out[k] for k in keys if k in out}}
 
 

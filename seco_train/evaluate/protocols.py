@@ -6,8 +6,12 @@
   the backbone's checksum and the dataset's fingerprint), then a linear layer is trained on them with
   SeCo's recipe: Adam lr 1e-3, 100 epochs, lr x0.1 at 60 % and 80 % of the epochs (60 and 80 of 100),
   batch 32. The backbone's checksum is compared before and after: a change raises
-  :class:`FrozenBackboneChanged`.
-- :func:`finetune`: backbone + linear layer trained end to end (BatchNorm in train mode). Default
+  :class:`FrozenBackboneChanged`. ``backbone_mode="train"`` reproduces the reference EuroSAT script
+  instead (``presets``): the weights stay fixed but the backbone runs in train mode while the head
+  learns, so BatchNorm normalises with batch statistics and its running statistics move; features
+  are then recomputed every epoch and only the parameters are checked unchanged.
+- :func:`finetune`: backbone + linear layer trained end to end (BatchNorm in train mode unless
+  ``backbone_mode="eval"``, the reference BigEarthNet script's ``backbone.eval()``). Default
   SGD (momentum 0.9, Nesterov, weight decay 5e-4) with a per-step cosine schedule to 0 after a one-epoch
   linear warm-up; ``optimizer="adam"`` and ``schedule="step"`` (x0.1 at ``milestones``) are options.
   Augmentation (``augment``): random horizontal flip, vertical flip and rot90 per sample, from the
@@ -57,6 +61,10 @@ class FrozenBackboneChanged(SecoError, RuntimeError):
     hint = "this is a bug in the protocol: the reported numbers are not those of the given weights"
 
 
+SCHEDULES = ("step", "cosine", "exponential")
+MILESTONES_IN = ("fraction_round", "fraction_floor", "epoch")
+
+
 @dataclass(frozen=True)
 class ProtocolConfig:
     epochs: int
@@ -64,15 +72,30 @@ class ProtocolConfig:
     lr: float
     #: "adam" | "sgd"
     optimizer: str = "adam"
-    #: "step" (x0.1 at ``milestones``) | "cosine" (per step, after ``warmup_epochs``)
+    #: "step" (x ``gamma`` at ``milestones``) | "cosine" (per step, after ``warmup_epochs``) |
+    #: "exponential" (x ``gamma`` after every epoch)
     schedule: str = "step"
-    #: step schedule: fractions of ``epochs`` where the lr is multiplied by 0.1
+    #: step schedule: where the lr is multiplied by ``gamma``, read as ``milestones_in`` says
     milestones: tuple[float, ...] = (0.6, 0.8)
+    #: "fraction_round": fractions of ``epochs``, rounded (0.6 of 100 -> 60); "fraction_floor": fractions,
+    #: truncated as the reference's ``int(0.6 * max_epochs)``; "epoch": absolute epoch numbers
+    milestones_in: str = "fraction_round"
+    #: step / exponential schedule factor
+    gamma: float = 0.1
     warmup_epochs: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 0.0
     #: finetune: random flips and rot90
     augment: bool = False
+    #: drop the last partial training batch of every epoch (None: linear keeps it, finetune drops it
+    #: when there is more than one batch)
+    drop_last: bool | None = None
+    #: dropout before the linear head (the reference BigEarthNet head: Dropout(0.2) + Linear)
+    head_dropout: float = 0.0
+    #: the backbone's mode while the head (and, for finetune, the backbone) learns: "eval" (BatchNorm
+    #: uses and keeps its running statistics) or "train" (batch statistics, running statistics updated);
+    #: None: linear/knn "eval", finetune "train"
+    backbone_mode: str | None = None
     #: knn: neighbours
     k: int = 20
     seed: int = 0
@@ -88,8 +111,14 @@ class ProtocolConfig:
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
             raise UsageError(f"optimizer must be 'adam' or 'sgd', not {self.optimizer!r}")
-        if self.schedule not in ("step", "cosine"):
-            raise UsageError(f"schedule must be 'step' or 'cosine', not {self.schedule!r}")
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
+        if self.milestones_in not in MILESTONES_IN:
+            raise UsageError(f"milestones_in must be one of {', '.join(MILESTONES_IN)}, not {self.milestones_in!r}")
+        if self.backbone_mode not in (None, "eval", "train"):
+            raise UsageError(f"backbone_mode must be 'eval' or 'train', not {self.backbone_mode!r}")
+        if not 0 <= self.head_dropout < 1 or not 0 < self.gamma <= 1:
+            raise UsageError("head_dropout must be in [0, 1) and gamma in (0, 1]")
         if self.epochs < 0 or self.batch_size < 1 or self.eval_batch_size < 1 or self.k < 1:
             raise UsageError("epochs must be >= 0; batch sizes and k >= 1")
         if self.lr <= 0:
@@ -219,11 +248,23 @@ def _optimizer(params, cfg: ProtocolConfig) -> torch.optim.Optimizer:
                            weight_decay=cfg.weight_decay)
 
 
+def milestone_epochs(cfg: ProtocolConfig) -> list[int]:
+    """The epochs (0-based, counted from the start) from which the step schedule's next factor applies."""
+    if cfg.milestones_in == "epoch":
+        return [int(m) for m in cfg.milestones]
+    if cfg.milestones_in == "fraction_floor":
+        return [int(m * cfg.epochs) for m in cfg.milestones]
+    return [round(m * cfg.epochs) for m in cfg.milestones]
+
+
 def _lr_factor(cfg: ProtocolConfig, step: int, steps_per_epoch: int) -> float:
-    """The lr multiplier at optimisation step ``step`` (0-based)."""
+    """The lr multiplier at optimisation step ``step`` (0-based). The step and exponential schedules
+    change the lr between epochs, as a per-epoch ``MultiStepLR`` / ``ExponentialLR`` does."""
     epoch = step / max(steps_per_epoch, 1)
     if cfg.schedule == "step":
-        return 0.1 ** sum(math.floor(epoch) >= round(m * cfg.epochs) for m in cfg.milestones)
+        return cfg.gamma ** sum(math.floor(epoch) >= m for m in milestone_epochs(cfg))
+    if cfg.schedule == "exponential":
+        return cfg.gamma ** math.floor(epoch)
     warm = cfg.warmup_epochs * steps_per_epoch
     if step < warm:
         return (step + 1) / warm
@@ -248,10 +289,34 @@ def _check_frozen(backbone: nn.Module, before: str) -> dict:
 
 # -- protocols -------------------------------------------------------------------------------------------
 
+def _head(dim: int, num_classes: int, cfg: ProtocolConfig) -> nn.Module:
+    """The classifier: ``Linear``, or ``Dropout(p) + Linear`` (pl_bolts' ``SSLEvaluator`` with no hidden
+    layer, the reference BigEarthNet head) when ``head_dropout > 0``."""
+    linear_layer = nn.Linear(dim, num_classes)
+    return nn.Sequential(nn.Dropout(cfg.head_dropout), linear_layer) if cfg.head_dropout > 0 else linear_layer
+
+
+def _drop_last(cfg: ProtocolConfig, n: int, default: bool) -> bool:
+    """Whether the last partial training batch is dropped (never when there is only one batch)."""
+    drop = default if cfg.drop_last is None else cfg.drop_last
+    return drop and n > cfg.batch_size
+
+
+def parameter_checksum(backbone: nn.Module) -> str:
+    """sha256 over the parameters only (not BatchNorm's running statistics), in name order."""
+    h = hashlib.sha256()
+    for key, value in sorted(backbone.named_parameters()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
 def linear(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, task: str, num_classes: int,
            config: ProtocolConfig = DEFAULTS["linear"], progress: Progress | None = None) -> ProtocolResult:
     """Frozen features once, then a linear layer (module docstring); predictions for every ``evals`` split."""
     cfg = config
+    if (cfg.backbone_mode or "eval") == "train":
+        return _linear_bn_train(backbone, train, evals, task=task, num_classes=num_classes, cfg=cfg, progress=progress)
     loss_fn = _task_loss(task)
     before = _frozen(backbone, cfg)
     feats, y, batches = extract_features(backbone, train, cfg, checksum=before, name="train", progress=progress)
@@ -262,18 +327,20 @@ def linear(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, ta
         batches += b
 
     torch.manual_seed(cfg.seed)
-    head = nn.Linear(feats.shape[1], num_classes).to(cfg.device)
+    head = _head(feats.shape[1], num_classes, cfg).to(cfg.device)
     opt = _optimizer(head.parameters(), cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     x_all, y_all = feats.to(cfg.device), _targets(task, y).to(cfg.device)
     n = len(x_all)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    drop = _drop_last(cfg, n, default=False)
+    stop = n - n % cfg.batch_size if drop else n
+    steps_per_epoch = n // cfg.batch_size if drop else math.ceil(n / cfg.batch_size)
     history, step = [], 0
     for epoch in range(cfg.epochs):
         head.train()
         order = torch.randperm(n, generator=gen).to(cfg.device)
-        total_loss = 0.0
-        for s in range(0, n, cfg.batch_size):
+        total_loss, seen = 0.0, 0
+        for s in range(0, stop, cfg.batch_size):
             lr = cfg.lr * _lr_factor(cfg, step, steps_per_epoch)
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -283,8 +350,9 @@ def linear(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, ta
             loss.backward()
             opt.step()
             total_loss += float(loss.detach()) * len(idx)
+            seen += len(idx)
             step += 1
-        row = {"epoch": epoch + 1, "loss": total_loss / n, "lr": lr}
+        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": lr}
         head.eval()
         with torch.no_grad():
             for split, (f, t) in evaluated.items():
@@ -297,6 +365,76 @@ def linear(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, ta
         predictions = {split: (t, _scores(task, head(f.to(cfg.device))).cpu().numpy())
                        for split, (f, t) in evaluated.items()}
     return ProtocolResult(predictions, history, _check_frozen(backbone, before), batches)
+
+
+def _linear_bn_train(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, task: str,
+                     num_classes: int, cfg: ProtocolConfig, progress: Progress | None) -> ProtocolResult:
+    """The reference EuroSAT recipe: fixed weights, but the backbone in train mode while the head learns
+    (batch statistics; BatchNorm's running statistics move), so features are recomputed every batch;
+    evaluation in eval mode with the statistics the training left. Only the parameters are checked."""
+    loss_fn = _task_loss(task)
+    backbone.to(cfg.device)
+    for p in backbone.parameters():
+        p.requires_grad_(False)
+    before = parameter_checksum(backbone)
+    torch.manual_seed(cfg.seed)
+    backbone.eval()
+    with torch.no_grad():
+        dim = backbone(train[0][0][None].to(cfg.device)).flatten(1).shape[1]
+    head = _head(dim, num_classes, cfg).to(cfg.device)
+    opt = _optimizer(head.parameters(), cfg)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = _loader(train, cfg.batch_size, cfg, shuffle=True, generator=gen,
+                     drop_last=_drop_last(cfg, len(train), default=False))
+    steps_per_epoch = len(loader)
+    history, step, batches = [], 0, 0
+    for epoch in range(cfg.epochs):
+        backbone.train()
+        head.train()
+        total_loss, seen = 0.0, 0
+        for i, (x, t) in enumerate(loader):
+            lr = cfg.lr * _lr_factor(cfg, step, steps_per_epoch)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            with torch.no_grad():
+                f = backbone(x.to(cfg.device)).float().flatten(1)
+            loss = loss_fn(head(f), _targets(task, t).to(cfg.device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += float(loss.detach()) * len(x)
+            seen += len(x)
+            step += 1
+            batches += 1
+            if progress:
+                progress(Event(i + 1, steps_per_epoch, "step", stage="train",
+                               info={"epoch": epoch + 1, "loss": float(loss.detach())}))
+        row = {"epoch": epoch + 1, "loss": total_loss / max(seen, 1), "lr": lr}
+        if cfg.eval_every_epoch:
+            backbone.eval()
+            for split, ds in evals.items():
+                f, t, _ = extract_features(backbone, ds, cfg, name=split)
+                with torch.no_grad():
+                    row[split] = headline(task, t, _scores(task, head.eval()(f.to(cfg.device))).cpu().numpy())
+        history.append(row)
+        log.info("linear (backbone in train mode) epoch %d: %s", epoch + 1, row)
+        if progress:
+            progress(Event(epoch + 1, cfg.epochs, "epoch", stage="epoch", info=row))
+    backbone.eval()
+    head.eval()
+    predictions = {}
+    for split, ds in evals.items():
+        f, t, b = extract_features(backbone, ds, cfg, name=split, progress=progress)
+        batches += b
+        with torch.no_grad():
+            predictions[split] = (t, _scores(task, head(f.to(cfg.device))).cpu().numpy())
+    after = parameter_checksum(backbone)
+    if after != before:
+        raise FrozenBackboneChanged(f"the frozen backbone's weights changed during evaluation (sha256 {before[:12]} -> "
+                                    f"{after[:12]})")
+    frozen = {"before": before, "after": after, "unchanged": True, "scope": "parameters",
+              "batchnorm": "train mode while the head learned: running statistics updated (reference recipe)"}
+    return ProtocolResult(predictions, history, frozen, batches)
 
 
 def knn(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, task: str, num_classes: int,
@@ -368,16 +506,18 @@ def finetune(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, 
         dim = backbone(x0[None].to(cfg.device)).flatten(1).shape[1]
     for p in backbone.parameters():
         p.requires_grad_(True)
-    model = nn.Sequential(backbone, nn.Flatten(1), nn.Linear(dim, num_classes)).to(cfg.device)
+    model = nn.Sequential(backbone, nn.Flatten(1), _head(dim, num_classes, cfg)).to(cfg.device)
     opt = _optimizer(model.parameters(), cfg)
     gen = torch.Generator().manual_seed(cfg.seed)
     aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
-    drop = len(train) > cfg.batch_size
+    drop = _drop_last(cfg, len(train), default=True)
     loader = _loader(train, cfg.batch_size, cfg, shuffle=True, generator=gen, drop_last=drop)
     steps_per_epoch = len(loader)
     history, step = [], 0
     for epoch in range(cfg.epochs):
         model.train()
+        if (cfg.backbone_mode or "train") == "eval":
+            backbone.eval()  # the reference's on_train_epoch_start: BatchNorm keeps its statistics
         total_loss, seen = 0.0, 0
         for i, (x, t) in enumerate(loader):
             lr = cfg.lr * _lr_factor(cfg, step, steps_per_epoch)

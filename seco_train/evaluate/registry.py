@@ -55,7 +55,8 @@ class Benchmark:
     #: protocols this benchmark accepts
     protocols: tuple[str, ...] = PROTOCOLS
     #: custom runner for tasks the generic protocols do not cover (``task="change"``):
-    #: ``run(benchmark, backbone, config, progress) -> dict`` of metrics per split
+    #: ``run(benchmark, backbone, config, *, evals, train, progress, options) -> dict`` of metrics per split
+    #: (``options``: the preset's model options; a split's ``tiles`` entry, if any, holds the bootstrap units)
     run: Callable[..., dict] | None = None
     description: str = ""
 

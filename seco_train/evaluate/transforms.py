@@ -2,8 +2,8 @@
 
 - 8-bit RGB renderings (EuroSAT's JPEGs): :func:`rgb8`. The pixels already are 8-bit display
   values, the same units that SeCo's uint8 stretch produces in pre-training, so they are NOT stretched
-  again: ``x / 255`` then ImageNet mean/std (``seco_train.views.IMAGENET``), as SeCo's own EuroSAT
-  evaluation did.
+  again: ``x / 255`` then ImageNet mean/std (``seco_train.views.IMAGENET``), pre-training's last step.
+  (SeCo's own EuroSAT script used ``x / 255`` alone: :func:`unit8`, the ``reference`` preset.)
 - Sentinel-2 digital numbers of any band set (EuroSAT's 13-band TIFs, BigEarthNet): :func:`reflectance`,
   pre-training's ``stretch="stats"``: ``(DN * scale - mean) / std`` per band, with the statistics
   JSON written by ``seco-train stats`` (the one the backbone was trained with).
@@ -30,6 +30,14 @@ def rgb8(pixels: np.ndarray) -> torch.Tensor:
         raise UsageError(f"expected H x W x 3 uint8 RGB pixels, got {pixels.dtype} {pixels.shape}")
     x = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().div_(255.0)
     return (x - _RGB_MEAN) / _RGB_STD
+
+
+def unit8(pixels: np.ndarray) -> torch.Tensor:
+    """``H x W x C`` uint8 -> ``C x H x W`` float32 ``x / 255`` (torchvision's ``ToTensor``; the reference
+    evaluation scripts' only normalisation)."""
+    if pixels.dtype != np.uint8 or pixels.ndim != 3:
+        raise UsageError(f"expected H x W x C uint8 pixels, got {pixels.dtype} {pixels.shape}")
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1))).float().div_(255.0)
 
 
 def reflectance(dn: np.ndarray, bands: tuple[str, ...], stats: dict, scale: float = DN_SCALE) -> torch.Tensor:
