@@ -56,13 +56,18 @@ def test_killed_runs_resume_to_the_same_catalog(tmp_path):
     out = tmp_path / "killed"
     rng = random.Random(20261124)
     progress = []
+    def gone():
+        return str(out) not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+
     for k, sig in enumerate([signal.SIGKILL, signal.SIGINT, signal.SIGKILL, signal.SIGKILL]):
+        # the workers of a killed run finish the task in hand before they notice: counted before this run
+        assert _wait_until(gone, guard_s=60)
+        before = _written(out)
         # the run at a lower priority than this test: on a loaded machine the test still sees the kill
         # point before the run has gone past it
         proc = subprocess.Popen(_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 preexec_fn=lambda: os.nice(15))
         # kill this run once it has collected a random number of the locations left
-        before = _written(out)
         # in the first third of what is left: the run writes its ledger in batches and may pass the
         # point a little before it is seen, and later kills need locations left to kill in
         target = rng.randint(before + 1, before + max(1, (N - before) // 3))
@@ -90,7 +95,4 @@ def test_killed_runs_resume_to_the_same_catalog(tmp_path):
     for tif in clean.rglob("*.tif"):
         assert tif.read_bytes() == (out / tif.relative_to(clean)).read_bytes()
     # no worker outlived its killed parent (workers notice within a fraction of a second)
-    def gone():
-        return str(out) not in subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-
     assert _wait_until(gone, guard_s=30)
