@@ -32,6 +32,11 @@ def _wait_until(predicate, guard_s: float = 300.0) -> bool:
     return True
 
 
+def _child_setup() -> None:
+    os.nice(15)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _written(out) -> int:
     """Locations whose files are written (one 10 m GeoTIFF each in the compact layout)."""
     return sum(1 for _ in out.rglob("*_10m.tif")) if out.exists() else 0
@@ -54,6 +59,7 @@ def test_killed_runs_resume_to_the_same_catalog(tmp_path):
     subprocess.run(_cmd(clean), check=True, timeout=600)
 
     out = tmp_path / "killed"
+    print("SIGINT in this test process:", signal.getsignal(signal.SIGINT))
     rng = random.Random(20261124)
     progress = []
     def gone():
@@ -65,8 +71,10 @@ def test_killed_runs_resume_to_the_same_catalog(tmp_path):
         before = _written(out)
         # the run at a lower priority than this test: on a loaded machine the test still sees the kill
         # point before the run has gone past it
+        # (and with Ctrl-C's default disposition: a process started with SIGINT ignored, as this test
+        # process may be after other tests, ignores it for good)
         proc = subprocess.Popen(_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: os.nice(15))
+                                preexec_fn=_child_setup)
         # kill this run once it has collected a random number of the locations left
         # in the first third of what is left: the run writes its ledger in batches and may pass the
         # point a little before it is seen, and later kills need locations left to kill in
@@ -81,7 +89,7 @@ def test_killed_runs_resume_to_the_same_catalog(tmp_path):
             assert proc.returncode == 130, (proc.returncode, err)
             assert "rerun the same command to resume" in err and "Traceback" not in err
         progress.append((proc.returncode, _accepted(out)))
-        print("run", k, sig.name, "->", progress[-1], err.strip()[-120:])
+        print("run", k, sig.name, "sent" if sent else "not sent", "->", progress[-1], err.strip()[-120:])
         if proc.returncode == 0:
             break
     killed_mid_run = [a for rc, a in progress if rc != 0 and 0 < a < N]
