@@ -177,6 +177,17 @@ def _export(catalog, out, bits, bands, compress, preview, workers, overwrite, pr
 def _run(index: CatalogIndex, out: Path, settings: _Settings, workers: int,
          progress: jobs.ProgressFn | None) -> tuple[list[int], int, int]:
     """Write every location not yet in ``out``; stream ``index.csv`` in catalog order."""
+    return export_locations(index, meta_dir(out) / INDEX_FILE, write_location, workers, progress,
+                            target=lambda i: out / f"{i:06d}", key=lambda i: f"{i:06d}", folders=scene_folders,
+                            task=lambda i, loc: (i, loc, str(out), settings))
+
+
+def export_locations(index: CatalogIndex, index_csv: Path, write, workers: int, progress: jobs.ProgressFn | None, *,
+                     target, key, folders, task) -> tuple[list[int], int, int]:
+    """The loop of the folder layouts (SeCo, SSL4EO-S12): every location whose folder ``target(i)``
+    is not there yet goes to ``write(*task(i, location))`` on the pool (which returns its (scenes,
+    files, bytes)); ``index_csv`` lists every patch (``key(i)``, its folder from ``folders(location)``)
+    in catalog order. Returns the totals, the number of locations and how many were already there."""
     totals = [0, 0, 0]
     done = skipped = n = 0
     total = index.n_locations
@@ -193,19 +204,18 @@ def _run(index: CatalogIndex, out: Path, settings: _Settings, workers: int,
         nonlocal n, skipped
         for i, loc in enumerate(index.locations()):
             n = i + 1
-            for p, folder in zip(loc.patches, scene_folders(loc)):
-                rows.writerow([f"{i:06d}", p.location, p.season, p.item_id, p.scene_id, folder])
-            target = out / f"{i:06d}"
-            if target.is_dir():
+            for p, folder in zip(loc.patches, folders(loc)):
+                rows.writerow([key(i), p.location, p.season, p.item_id, p.scene_id, folder])
+            if target(i).is_dir():
                 skipped += 1
-                finish(count_files(target))
+                finish(count_files(target(i)))
             else:
-                yield i, loc, str(out), settings
+                yield task(i, loc)
 
-    with atomic_file(meta_dir(out) / INDEX_FILE, "w", encoding="utf-8") as f:
+    with atomic_file(index_csv, "w", encoding="utf-8") as f:
         rows = csv.writer(f, lineterminator="\r\n")
         rows.writerow(["index", "location", "season", "item_id", "scene_id", "folder"])
         with jobs.Pool(jobs.cap_workers(workers, "process", max(1, total)), kind="process") as pool:
-            for _, counts in jobs.run(pool, write_location, todo(rows)):
+            for _, counts in jobs.run(pool, write, todo(rows)):
                 finish(counts)
     return totals, n, skipped

@@ -19,7 +19,6 @@ Writes like the SeCo layout (:mod:`..seco_layout`): a location is written into
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import json
 import logging
@@ -36,8 +35,8 @@ from ... import __version__, jobs
 from ...bands import BANDS
 from ...catalog.index import CatalogIndex, Location, Patch
 from ...errors import CatalogError, UsageError
-from ...outputs import atomic_file, claim_output, lock, replace_folder, sha256_file, write_json, write_many
-from ..seco_layout.export import _settings
+from ...outputs import claim_output, lock, replace_folder, sha256_file, write_json, write_many
+from ..seco_layout.export import _settings, export_locations
 from ..seco_layout.files import _band, _tif, count_files, meta_dir, partial_dir, scene_metadata, seco_band_name
 
 log = logging.getLogger(__name__)
@@ -120,38 +119,10 @@ def export_ssl4eo_layout(catalog, out, *, compress="deflate", workers=1, overwri
 
 
 def _run(index, out: Path, split: str, compress: str, workers: int, progress):
-    totals = [0, 0, 0]
-    done = skipped = n = 0
-    total = index.n_locations
-
-    def finish(counts) -> None:
-        nonlocal done
-        for k, v in enumerate(counts):
-            totals[k] += v
-        done += 1
-        if progress:
-            progress(jobs.Progress(done, total, "location", {"kept": skipped}))
-
-    def todo(rows):
-        nonlocal n, skipped
-        for i, loc in enumerate(index.locations()):
-            n = i + 1
-            for p in loc.patches:
-                rows.writerow([f"{i:07d}", p.location, p.season, p.item_id, p.scene_id, season_folder(p)])
-            target = out / split / f"{i:07d}"
-            if target.is_dir():
-                skipped += 1
-                finish(count_files(target))
-            else:
-                yield i, loc, str(out), split, compress
-
-    with atomic_file(meta_dir(out) / INDEX_FILE, "w", encoding="utf-8") as f:
-        rows = csv.writer(f, lineterminator="\r\n")
-        rows.writerow(["index", "location", "season", "item_id", "scene_id", "folder"])
-        with jobs.Pool(jobs.cap_workers(workers, "process", max(1, total)), kind="process") as pool:
-            for _, counts in jobs.run(pool, write_location, todo(rows)):
-                finish(counts)
-    return totals, n, skipped
+    return export_locations(index, meta_dir(out) / INDEX_FILE, write_location, workers, progress,
+                            target=lambda i: out / split / f"{i:07d}", key=lambda i: f"{i:07d}",
+                            folders=lambda loc: [season_folder(p) for p in loc.patches],
+                            task=lambda i, loc: (i, loc, str(out), split, compress))
 
 
 def write_location(i: int, location: Location, out: str, split: str, compress: str) -> tuple[int, int, int]:
