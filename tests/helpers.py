@@ -25,6 +25,18 @@ def ledger_rows(out: Path) -> list[tuple]:
         db.close()
 
 
+def accepted_count(out: Path) -> int:
+    """Locations the ledger of ``out`` has accepted so far (0 while it cannot be read: a run starting)."""
+    try:
+        db = sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True)
+        try:
+            return db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'accepted'").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+
+
 def index_items(out: Path) -> list[dict]:
     """The items of ``items.parquet``, hrefs relative to the catalog root."""
     from seco_data.catalog.index import items_of

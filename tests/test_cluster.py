@@ -12,7 +12,6 @@ import os
 import shutil
 from collections import Counter
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from helpers import ledger_rows
+from helpers import accepted_count, ledger_rows
 from servers.base import LoopbackServer, Response
 from servers.s3 import SLOW_DOWN, S3Server
 
@@ -131,26 +130,15 @@ def test_killed_worker_is_replaced_and_its_locations_redone(tmp_path, cluster, r
     _same_as_reference(reference, tmp_path / "cat")
 
 
-def _accepted(out: Path) -> int:
-    try:
-        db = sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True)
-        try:
-            return db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'accepted'").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
-
-
 @pytest.mark.slow
 def test_killed_driver_resumes_to_the_same_catalog(tmp_path, cluster, reference):
     out = tmp_path / "cat"
     cmd = _cli(*ARGS, "--out", str(out), "--cluster", cluster.scheduler_address)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300  # a hang guard: the kill point is a count of locations, not a time
-    while _accepted(out) < N // 3 and proc.poll() is None and time.monotonic() < deadline:
+    while accepted_count(out) < N // 3 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    killed_at = _accepted(out)
+    killed_at = accepted_count(out)
     if proc.poll() is None:
         proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=120)

@@ -5,14 +5,13 @@ run. Kill points are counts of collected locations, not times, so a slow machine
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
 
 import pytest
 
-from helpers import check_catalog, ledger_rows
+from helpers import accepted_count, check_catalog, ledger_rows
 
 N = 60
 ARGS = ["-q", "sample", "--n", str(N), "--workers", "2", "--bands", "B02,B03,B04,B08,B05,B01"]
@@ -40,17 +39,6 @@ def _child_setup() -> None:
 def _written(out) -> int:
     """Locations whose files are written (one 10 m GeoTIFF each in the compact layout)."""
     return sum(1 for _ in out.rglob("*_10m.tif")) if out.exists() else 0
-
-
-def _accepted(out) -> int:
-    try:
-        db = sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True)
-        try:
-            return db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'accepted'").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error:
-        return 0
 
 
 @pytest.mark.slow
@@ -88,7 +76,7 @@ def test_killed_runs_resume_to_the_same_catalog(tmp_path):
         if sig == signal.SIGINT and sent and proc.returncode != 0:
             assert proc.returncode == 130, (proc.returncode, err)
             assert "rerun the same command to resume" in err and "Traceback" not in err
-        progress.append((proc.returncode, _accepted(out)))
+        progress.append((proc.returncode, accepted_count(out)))
         print("run", k, sig.name, "sent" if sent else "not sent", "->", progress[-1], err.strip()[-120:])
         if proc.returncode == 0:
             break

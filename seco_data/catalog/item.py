@@ -147,10 +147,34 @@ def item_links(depth: int = 2) -> list[dict]:
     ]
 
 
-def build_item(p: ItemSpec) -> dict:
-    """The STAC Item of ``p`` as a dict (deterministic: same patch, same JSON)."""
+def _feature(p, props: dict, assets: dict, links: list[dict]) -> dict:
+    """The Feature of item spec ``p`` (per patch or per location): its provenance closes ``props``."""
     lons = [q[0] for q in p.ring]
     lats = [q[1] for q in p.ring]
+    if p.origin is not None:
+        props["seco:origin"] = p.origin
+    props.update({
+        "seco:source": p.source["name"],
+        "seco:product": p.source["product"],
+        "seco:synthetic": bool(p.source.get("synthetic")),
+        **p.extra,
+    })
+    return {
+        "type": "Feature",
+        "stac_version": STAC_VERSION,
+        "stac_extensions": EXTENSIONS,
+        "id": p.item_id,
+        "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in p.ring]]},
+        "bbox": [round(min(lons), 7), round(min(lats), 7), round(max(lons), 7), round(max(lats), 7)],
+        "properties": props,
+        "links": links,
+        "assets": assets,
+        "collection": p.collection,
+    }
+
+
+def build_item(p: ItemSpec) -> dict:
+    """The STAC Item of ``p`` as a dict (deterministic: same patch, same JSON)."""
     assets = {data_key(r.resolution): raster_asset(r) for r in p.rasters}
     if p.thumbnail is not None:
         assets[THUMBNAIL] = thumbnail_asset("./" + p.thumbnail.href, p.thumbnail.sha256, p.thumbnail.size)
@@ -171,26 +195,7 @@ def build_item(p: ItemSpec) -> dict:
     if p.window is not None:
         props["seco:window"] = [iso(p.window[0]), iso(p.window[1])]
     props["seco:point"] = [round(p.point[0], 7), round(p.point[1], 7)]
-    if p.origin is not None:
-        props["seco:origin"] = p.origin
-    props.update({
-        "seco:source": p.source["name"],
-        "seco:product": p.source["product"],
-        "seco:synthetic": bool(p.source.get("synthetic")),
-        **p.extra,
-    })
-    return {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": EXTENSIONS,
-        "id": p.item_id,
-        "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in p.ring]]},
-        "bbox": [round(min(lons), 7), round(min(lats), 7), round(max(lons), 7), round(max(lats), 7)],
-        "properties": props,
-        "links": item_links(),
-        "assets": assets,
-        "collection": p.collection,
-    }
+    return _feature(p, props, assets, item_links())
 
 
 @dataclass(frozen=True)
@@ -243,8 +248,6 @@ def _season(s: SeasonSpec) -> dict:
 
 def build_location_item(p: LocationSpec) -> dict:
     """The compact STAC Item of ``p`` as a dict (deterministic: same location, same JSON)."""
-    lons = [q[0] for q in p.ring]
-    lats = [q[1] for q in p.ring]
     times = sorted(iso(s.datetime) for s in p.seasons)
     assets = {data_key(r.resolution): raster_asset(r) for r in p.rasters}
     if p.thumbnail is not None:
@@ -267,26 +270,7 @@ def build_location_item(p: LocationSpec) -> dict:
         "seco:valid_fraction": round(float(min(s.valid_fraction for s in p.seasons)), 6),
         "seco:point": [round(p.point[0], 7), round(p.point[1], 7)],
     })
-    if p.origin is not None:
-        props["seco:origin"] = p.origin
-    props.update({
-        "seco:source": p.source["name"],
-        "seco:product": p.source["product"],
-        "seco:synthetic": bool(p.source.get("synthetic")),
-        **p.extra,
-    })
-    return {
-        "type": "Feature",
-        "stac_version": STAC_VERSION,
-        "stac_extensions": EXTENSIONS,
-        "id": p.item_id,
-        "geometry": {"type": "Polygon", "coordinates": [[[round(x, 7), round(y, 7)] for x, y in p.ring]]},
-        "bbox": [round(min(lons), 7), round(min(lats), 7), round(max(lons), 7), round(max(lats), 7)],
-        "properties": props,
-        "links": item_links(depth=1),
-        "assets": assets,
-        "collection": p.collection,
-    }
+    return _feature(p, props, assets, item_links(depth=1))
 
 
 __all__ = ["GEOJSON", "ItemSpec", "LocationSpec", "RasterFile", "SeasonSpec", "ThumbnailFile", "band_objects",
