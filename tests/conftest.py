@@ -6,6 +6,10 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("SECO_SHARED") or ROOT.parent / "shared").resolve()
 
+# tests write scratch data: no fsync (seco_data.outputs; a kill -9 loses nothing without it, only a power
+# loss would); tests/test_integrity.py turns it back on where the syncing itself is the point
+os.environ.setdefault("SECO_FSYNC", "0")
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # tests run in parallel, one per core (make test: -n auto): each keeps to one thread, so OpenMP
     # pools do not oversubscribe the cores (set before torch or numpy start their thread pools)
@@ -47,10 +51,11 @@ def demo_catalog(tmp_path_factory) -> Path:
     from seco_data.sample import sample
     from seco_data.recipe import load_recipe
 
+    from helpers import built_once
+
     os.environ.setdefault("SECO_CACHE_DIR", str(Path.home() / ".cache" / "seco"))
-    out = tmp_path_factory.mktemp("demo") / "demo"
-    sample(load_recipe("demo", {"n": 5}), out, workers=1)
-    return out
+    return built_once(tmp_path_factory, "demo-5",
+                      lambda folder: sample(load_recipe("demo", {"n": 5}), folder / "demo", workers=1)) / "demo"
 
 
 @pytest.fixture(scope="session")
@@ -60,7 +65,8 @@ def per_patch_catalog(tmp_path_factory) -> Path:
     from seco_data.sample import sample
     from seco_data.recipe import load_recipe
 
+    from helpers import built_once
+
     os.environ.setdefault("SECO_CACHE_DIR", str(Path.home() / ".cache" / "seco"))
-    out = tmp_path_factory.mktemp("per-patch") / "demo"
-    sample(load_recipe("demo", {"n": 2, "layout": "per-patch"}), out, workers=1)
-    return out
+    return built_once(tmp_path_factory, "per-patch-2", lambda folder: sample(
+        load_recipe("demo", {"n": 2, "layout": "per-patch"}), folder / "demo", workers=1)) / "demo"

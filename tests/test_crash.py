@@ -14,7 +14,9 @@ import pytest
 from helpers import accepted_count, check_catalog, ledger_rows
 
 N = 60
-ARGS = ["-q", "sample", "--n", str(N), "--workers", "2", "--bands", "B02,B03,B04,B08,B05,B01"]
+# all three resolution groups, in 660 m patches: what is tested is the bookkeeping, not the pixels
+ARGS = ["-q", "sample", "--n", str(N), "--workers", "2", "--bands", "B02,B03,B04,B08,B05,B01",
+        "--set", "patch={10: 66, 20: 33, 60: 11}"]
 
 
 def _cmd(out):

@@ -31,10 +31,13 @@ def shards(tmp_path_factory):
     from seco_data.recipe import load_recipe
     from seco_data.export.webdataset import ShardOptions, export_webdataset
 
-    root = tmp_path_factory.mktemp("train")
-    sample(load_recipe("demo", {"n": 40}), root / "cat", workers=2)
-    export_webdataset(root / "cat", root / "shards", options=ShardOptions(maxcount=5, bands=("B02", "B03", "B04")))
-    return root / "shards"
+    from helpers import built_once
+
+    def build(root):
+        sample(load_recipe("demo", {"n": 40, "bands": ["B02", "B03", "B04"]}), root / "cat", workers=2)
+        export_webdataset(root / "cat", root / "shards", options=ShardOptions(maxcount=5, bands=("B02", "B03", "B04")))
+
+    return built_once(tmp_path_factory, "train-shards", build) / "shards"
 
 
 def _cfg(shards, **extra) -> RunConfig:

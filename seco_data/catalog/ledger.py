@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
+from .. import outputs
 from ..errors import LedgerError, disk_full, is_disk_full
 from ..grid import PatchGrid
 from .layout import THUMBNAIL
@@ -130,7 +131,8 @@ class Ledger:
             else:
                 self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30)
                 self.db.execute("PRAGMA journal_mode=WAL")
-                self.db.execute("PRAGMA synchronous=NORMAL")
+                # NORMAL: a WAL survives a killed process; OFF (SECO_FSYNC=0): not a power loss
+                self.db.execute(f"PRAGMA synchronous={'NORMAL' if outputs.FSYNC else 'OFF'}")
                 self.db.execute("PRAGMA foreign_keys=ON")
             if create:
                 self.db.executescript(_SCHEMA)
