@@ -316,6 +316,10 @@ def test_seco_layout_on_object_storage(s3, small_catalog, tmp_path):
         export_seco_layout(cat, "s3://seco-test/foreign", **options)
     with pytest.raises(UsageError, match="needs a prefix"):
         export_seco_layout(cat, "s3://seco-test", **options)
+    from seco_data.export.ssl4eo_layout import export_ssl4eo_layout
+
+    with pytest.raises(UsageError, match="folder only"):
+        export_ssl4eo_layout(cat, "s3://seco-test/ssl4eo")
 
 
 @pytest.mark.slow
@@ -418,6 +422,10 @@ def test_serve_a_catalog_on_object_storage(s3, reference):
         for server in (here, there):
             server.shutdown()
             server.server_close()
+    from seco_cli.data import main
+
+    r = CliRunner().invoke(main, ["catalog", "serve", "s3://seco-test/nothing-here", "--port", "0"])
+    assert r.exit_code == 4 and "not a seco catalog" in r.output and "Traceback" not in r.output, r.output
 
 
 # -- quotas -------------------------------------------------------------------------------------------
