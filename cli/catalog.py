@@ -10,7 +10,7 @@ import click
 from seco_data.catalog.layout import CATALOG, COLLECTION, INDEX
 
 from .base import SecoGroup, quiet
-from .options import cluster_option, json_option, out_option, overwrite_option, workers_option
+from .options import LOCATION, cluster_option, json_option, out_option, overwrite_option, workers_option
 from .progress import Bar
 
 
@@ -119,7 +119,7 @@ def catalog_html(root, out, overwrite):
 
 
 @catalog.command("serve")
-@click.argument("root", type=click.Path(path_type=Path))
+@click.argument("root", type=LOCATION)
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on. Anything but a loopback address exposes the catalog to the network.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True,
@@ -130,10 +130,13 @@ def catalog_html(root, out, overwrite):
 def catalog_serve(root, host, port, base_url):
     """Serve ROOT read-only over HTTP: the viewer, the static STAC catalog and a STAC API.
 
-    Opens no browser; stop it with Ctrl-C.
+    ROOT is a catalog folder or a catalog on object storage (s3://bucket/prefix, also gs://, az://):
+    its index and JSON are then kept in a local copy (fetched again when they change), its GeoTIFFs
+    and quicklooks streamed from the bucket (byte ranges included). Opens no browser; stop it with Ctrl-C.
 
     \b
     seco-data catalog serve data/demo
+    seco-data catalog serve s3://bucket/seco-1m
     pystac-client / QGIS / STAC Browser: http://127.0.0.1:8765/api or /catalog.json
     """
     from seco_data.serve.server import is_loopback, make_server

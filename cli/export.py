@@ -89,8 +89,8 @@ def _bits():
 @click.option("--format", "fmt", type=RegistryChoice(_formats), default="webdataset", show_default=True,
               help="webdataset: tar shards for streaming; seco: the SeCo folder layout (torchgeo, SeCo code); "
                    "ssl4eo: the SSL4EO-S12 layout (torchgeo SSL4EOS12; every band, uint16 DN).")
-@out_option(help="Output folder or object-storage URL (s3://bucket/prefix). Rerunning the same command on it resumes.",
-            remote=True)
+@out_option(help="Output folder or object-storage URL, s3://bucket/prefix (also gs://, az://; webdataset and seco "
+                 "formats). Rerunning the same command on it resumes.", remote=True)
 @click.option("--bands", help="Comma-separated bands to keep, e.g. B02,B03,B04 (default: all).")
 @workers_option(help="Parallel writers [default: cores + 1, to keep the cores busy while a shard is fsync'd].")
 @overwrite_option("Replace an earlier export in --out made with other settings.")
@@ -123,6 +123,7 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
     seco-data export data/seco-1m --out shards/ --codec zstd    (rerun after the catalog grows: new shards only)
     seco-data export data/seco-1m --out shards-rgb/ --bands B04,B03,B02 --dtype uint8   (training-ready: 0.8 MB/location)
     seco-data export data/demo --format seco --out seco_layout/seasonal_contrast_100k
+    seco-data export s3://bucket/cat --format seco --out s3://bucket/seasonal_contrast_100k
     seco-data export data/demo --format ssl4eo --out ssl4eo_s12
     """
     from seco_data.export import FORMATS
@@ -180,8 +181,12 @@ def export_cmd(ctx, catalog, fmt, out, bands, workers, overwrite, maxcount, maxs
         skipped = ", ".join(f"{k} {v}" for k, v in sorted(r.skipped.items())) or "none"
         click.echo(f"exported {r.locations} locations, {r.scenes} scenes, {r.files} files "
                    f"({r.bytes / 1e6:.1f} MB) to {out} in {r.seconds:.1f} s; skipped: {skipped}")
-        click.echo(f"torchgeo: SeasonalContrastS2(root='{out.parent}', version='100k'|'1m') reads it when the "
-                   "folder is named seasonal_contrast_100k or seasonal_contrast_1m")
+        if isinstance(out, Path):
+            click.echo(f"torchgeo: SeasonalContrastS2(root='{out.parent}', version='100k'|'1m') reads it when the "
+                       "folder is named seasonal_contrast_100k or seasonal_contrast_1m")
+        else:
+            click.echo("torchgeo reads it from a folder: copy it down (e.g. `aws s3 sync`) into one named "
+                       "seasonal_contrast_100k or seasonal_contrast_1m")
 
 
 @click.command("verify", cls=SecoCommand)

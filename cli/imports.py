@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from seco_data.catalog.layout import CATALOG, INDEX
+from seco_data.storage import join
 
 from .base import SecoCommand, quiet
 from .options import (RegistryChoice, cluster_option, json_option, out_option, overwrite_option, repair_option,
@@ -36,7 +37,8 @@ def _products():
 @click.command("import", cls=SecoCommand)
 @click.argument("kind", type=RegistryChoice(_kinds))
 @click.argument("src", type=click.Path(path_type=Path))
-@out_option(help="Catalog folder to write. Rerunning on it resumes.")
+@out_option(help="Catalog folder, or object-storage URL s3://bucket/prefix (also gs://, az://; compact layout), "
+                 "to write. Rerunning on it resumes, on object storage from any machine.", remote=True)
 @click.option("--product", metavar="s2c|s2a",  # checked by the library (which also explains s1)
               help="ssl4eo: s2c (L1C) or s2a (L2A), when SRC is the download's root  [default: SRC's name, else s2c]")
 @workers_option(help="Locations converted in parallel (processes) [default: cores].")
@@ -58,6 +60,7 @@ def import_cmd(ctx, kind, src, out, product, workers, overwrite, limit, layout, 
     \b
     seco-data import seco /data/seasonal_contrast_1m --out data/seco1m
     seco-data import ssl4eo /data/ssl4eo-s12/s2c --out data/ssl4eo --workers 4
+    seco-data import seco /data/seasonal_contrast_1m --out s3://bucket/seco1m
     """
     from seco_data.importers import import_dataset
 
@@ -79,7 +82,7 @@ def _summary(r, shown: int = 10) -> str:
         *(f"  {s.folder}: {s.reason}: {s.detail}" for s in r.skipped_locations[:shown]),
         *([f"  ... and {len(r.skipped_locations) - shown} more (--json lists them all)"]
           if len(r.skipped_locations) > shown else []),
-        f"catalog: {r.out / CATALOG}  (index: {r.out / INDEX})",
+        f"catalog: {join(r.out, CATALOG)}  (index: {join(r.out, INDEX)})",
         f"next: seco-data export {r.out} --format webdataset --out shards/",
     ]
     return "\n".join(lines)

@@ -132,8 +132,12 @@ def _watch_parent(ppid: int) -> None:
     os._exit(1)
 
 
-def _init_process(ppid: int, setup: Callable[[], Any] | None) -> None:
+def _init_process(ppid: int, setup: Callable[[], Any] | None, environ: dict | None = None) -> None:
     from threadpoolctl import threadpool_limits
+
+    if environ is not None:  # a fork server's child has the server's environment: take the parent's
+        os.environ.clear()
+        os.environ.update(environ)
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -278,9 +282,12 @@ class Pool:
         if self.kind == "thread":
             self._executor = cf.ThreadPoolExecutor(self.workers, thread_name_prefix=name)
         elif self.kind == "process":
-            ctx = mp.get_context(_start_method(setup))
-            self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=_init_process,
-                                                    initargs=(os.getpid(), setup))
+            method = _start_method(setup)
+            # (the fork server started with the environment of its time: object storage's endpoint and
+            # credentials, say, may have changed since)
+            environ = dict(os.environ) if method == "forkserver" else None
+            self._executor = cf.ProcessPoolExecutor(self.workers, mp_context=mp.get_context(method),
+                                                    initializer=_init_process, initargs=(os.getpid(), setup, environ))
         elif self.kind == "dask":
             self._executor = self._client.get_executor(pure=False)
 

@@ -13,13 +13,16 @@ simply collected again: a worker's files are rewritten identically).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
 from pathlib import Path
+from typing import Iterator
 
-from .outputs import STATE, write_json
-from .storage import Store, staging_dir, store_for
+from .errors import OutputError, UsageError
+from .outputs import STATE, Claim, claim_output, read_state, write_json
+from .storage import Store, is_url, staging_dir, store_for
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,56 @@ class RemoteOutput:
         return n
 
 
+def writable(out, overwrite: bool, what: str) -> None:
+    """Refuse what object storage cannot do: write over http(s), or ``--overwrite`` (``what``: the
+    command's output, for the hint)."""
+    if str(out).startswith(("http://", "https://")):
+        raise UsageError(f"--out {out}: http(s) is read-only", hint="write to s3://, gs:// or az://, or a folder")
+    if overwrite:
+        raise UsageError(f"--overwrite is not available for object storage ({out})",
+                         hint=f"write {what} under another prefix, or delete the old one with your storage's own tools")
+
+
+@contextlib.contextmanager
+def claim_remote(remote: RemoteOutput, out: str, *, kind: str, identity: dict, holds_data: bool) -> Iterator[Claim]:
+    """:func:`seco_data.outputs.claim_output` for the output ``out`` on object storage whose record
+    (``.seco.json``) lives in ``remote``: the record on the store is the truth (fetched afresh, so a
+    run elsewhere is seen); the same output resumes; another one is refused naming what differs; a
+    prefix that holds data (``holds_data``) but no record is refused. The record is published at
+    once, before any data is written, so that an interrupted run is resumed, never refused. The
+    staging folder keeps the local lock (one run per machine)."""
+    from .config import differences
+
+    if not remote.store.download(STATE, remote.staging / STATE):
+        (remote.staging / STATE).unlink(missing_ok=True)  # the staging folder of an output since deleted
+    stored = read_state(remote.staging)
+    if stored is None and holds_data:
+        raise OutputError(f"{out} is not empty and holds no seco {kind} output",
+                          hint="choose an empty or new prefix with --out")
+    if stored is not None and (stored.get("kind") != kind or stored.get("identity") != identity):
+        what = (f"a seco {stored.get('kind')} output, not {kind}" if stored.get("kind") != kind else
+                f"a {kind} output made with other settings ("
+                + (", ".join(differences(stored.get("identity") or {}, identity)[:5]) or "identity") + " differ)")
+        raise OutputError(f"{out} holds {what}",
+                          hint="rerun with the original arguments to resume, or choose another --out (object storage "
+                               "has no --overwrite: delete the old output with your storage's own tools)")
+    with claim_output(remote.staging, kind=kind, identity=identity, ignore=lambda name: True) as claim:
+        remote.publish([STATE])
+        yield claim
+
+
+def remote_catalog(out, layout: str, overwrite: bool) -> RemoteOutput | None:
+    """The remote output of the catalog ``out`` (``sample``, ``import``) when it is object storage
+    (compact catalogs only), else None."""
+    if not is_url(str(out)):
+        return None
+    if layout != "compact":
+        raise UsageError(f"--out {out}: object storage holds compact catalogs only",
+                         hint="use --layout compact (the default), or a local or shared folder for per-patch")
+    writable(out, overwrite, "the new catalog")
+    return RemoteOutput(str(out))
+
+
 def catalog_files(staging: Path) -> list[str]:
     """A catalog's files besides its data: identity, JSON, index, recipe, and the index parts."""
     from .catalog.layout import CATALOG, COLLECTION, INDEX, RECIPE
@@ -114,4 +167,5 @@ def publish_catalog(remote: RemoteOutput) -> int:
     return remote.publish(catalog_files(remote.staging), ledger_path=remote.staging / LEDGER, snapshot_as=LEDGER)
 
 
-__all__ = ["RemoteOutput", "catalog_files", "fetch_catalog", "publish_catalog"]
+__all__ = ["RemoteOutput", "catalog_files", "claim_remote", "fetch_catalog", "publish_catalog", "remote_catalog",
+           "writable"]

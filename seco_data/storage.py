@@ -31,7 +31,7 @@ import re
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from .errors import OutputError, SourceUnavailable, UsageError
+from .errors import OutputError, SourceUnavailable, UsageError, is_disk_full
 
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 SCHEMES = ("s3", "gs", "az", "abfs", "http", "https", "memory")
@@ -52,12 +52,25 @@ def join(location: str | Path, *parts: str) -> str | Path:
     return Path(location).joinpath(*parts)
 
 
+def _staging_base() -> Path:
+    return Path(os.environ.get("SECO_STAGING") or Path(os.environ.get("SECO_CACHE_DIR")
+                                                       or Path.home() / ".cache" / "seco") / "staging")
+
+
+def _local_name(url: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9]+", "-", url.split("://", 1)[-1]).strip("-")[-60:]
+    return f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+
 def staging_dir(url: str) -> Path:
     """The local folder that keeps a remote output's bookkeeping (``SECO_STAGING`` or the cache)."""
-    base = Path(os.environ.get("SECO_STAGING") or Path(os.environ.get("SECO_CACHE_DIR")
-                                                        or Path.home() / ".cache" / "seco") / "staging")
-    name = re.sub(r"[^A-Za-z0-9]+", "-", url.split("://", 1)[-1]).strip("-")[-60:]
-    return base / f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+    return _staging_base() / _local_name(url)
+
+
+def mirror_dir(url: str) -> Path:
+    """The local folder where ``catalog serve`` keeps its copy of a remote catalog's root files
+    (beside the staging folders, never one of them: a run writing that catalog keeps its own)."""
+    return _staging_base() / "serve" / _local_name(url)
 
 
 class Store:
@@ -78,6 +91,7 @@ class Store:
     def get(self, rel: str) -> bytes: ...
     def size(self, rel: str) -> int | None: ...
     def list(self, prefix: str = "") -> list[tuple[str, int]]: ...
+    def walk(self, folder: str = "") -> list[tuple[str, int]]: ...
     def open(self, rel: str) -> BinaryIO: ...
 
     def download(self, rel: str, local: Path) -> bool:
@@ -139,6 +153,11 @@ class LocalStore(Store):
         return sorted((f"{folder}/{e.name}" if folder else e.name, e.stat().st_size) for e in os.scandir(base)
                       if e.is_file() and e.name.startswith(start))
 
+    def walk(self, folder: str = "") -> list[tuple[str, int]]:
+        """Every file under ``folder`` (recursively), as (path relative to the root, size)."""
+        base = self.root / folder if folder else self.root
+        return sorted((p.relative_to(self.root).as_posix(), p.stat().st_size) for p in base.rglob("*") if p.is_file())
+
     def open(self, rel: str) -> BinaryIO:
         return open(self.root / rel, "rb", buffering=1 << 20)
 
@@ -197,6 +216,30 @@ class ObjectStore(Store):
 
         return bytes(self._call(f"reading {rel}", lambda: obstore.get(self._store, rel).bytes()))
 
+    def download(self, rel: str, local: Path) -> bool:
+        """Copy ``rel`` to the local file ``local`` (atomically, streamed); False when there is no such object."""
+        import shutil
+
+        from .outputs import atomic_file
+
+        try:
+            reader = self.stream(rel)
+        except FileNotFoundError:
+            return False
+        local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with reader, atomic_file(local) as f:
+                shutil.copyfileobj(reader, f, 4 << 20)
+        except SourceUnavailable:
+            raise
+        except OSError as e:  # the body broke off (retries exhausted)
+            if is_disk_full(e):
+                raise
+            raise SourceUnavailable(f"{self.url}: reading {rel} failed: {e}",
+                                    hint="object storage unreachable or overloaded (retried); rerun the same "
+                                         "command") from None
+        return True
+
     def size(self, rel: str) -> int | None:
         import obstore
 
@@ -216,6 +259,35 @@ class ObjectStore(Store):
                 if path.rpartition("/")[0] == folder and path.rpartition("/")[2].startswith(start):
                     out.append((path, int(o["size"])))
         return sorted(out)
+
+    def walk(self, folder: str = "") -> list[tuple[str, int]]:
+        """Every object under ``folder`` (recursively: one listing, paged), as (path, size)."""
+        import obstore
+
+        out = []
+        for batch in self._call("listing", lambda: list(obstore.list(self._store, folder.strip("/") or None))):
+            for o in (batch if isinstance(batch, list) else [batch]):
+                out.append((o["path"], int(o["size"])))
+        return sorted(out)
+
+    def head(self, rel: str) -> dict | None:
+        """``rel``'s size, ETag and modification time (``size``, ``e_tag``, ``last_modified``), or None
+        when there is no such object."""
+        import obstore
+
+        try:
+            return dict(self._call(f"reading {rel}", obstore.head, self._store, rel))
+        except FileNotFoundError:
+            return None
+
+    def read_range(self, rel: str, first: int, length: int) -> BinaryIO:
+        """A forward reader of bytes ``first .. first + length - 1`` of ``rel`` (one ranged request,
+        read as it arrives)."""
+        import obstore
+
+        result = self._call(f"reading {rel}", obstore.get, self._store, rel,
+                            options={"range": (first, first + length)})
+        return io.BufferedReader(_ChunkReader(result.stream(min_chunk_size=256 << 10)), buffer_size=256 << 10)
 
     def open(self, rel: str) -> BinaryIO:
         """A seekable reader of ``rel`` (range requests, buffered): for Parquet footers and columns."""
@@ -386,5 +458,5 @@ def open_stream(location: str | Path) -> BinaryIO:
     return open(location, "rb", buffering=1 << 20)
 
 
-__all__ = ["LocalStore", "ObjectStore", "Store", "is_url", "join", "open_seekable", "open_stream", "read_bytes",
-           "resolve", "size_of", "staging_dir", "store_for"]
+__all__ = ["LocalStore", "ObjectStore", "Store", "is_url", "join", "mirror_dir", "open_seekable", "open_stream",
+           "read_bytes", "resolve", "size_of", "staging_dir", "store_for"]

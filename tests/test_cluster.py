@@ -148,6 +148,34 @@ def test_killed_driver_resumes_to_the_same_catalog(tmp_path, cluster, reference)
     _same_as_reference(reference, out)
 
 
+@pytest.fixture(scope="module")
+def seco_release(tmp_path_factory):
+    """A SeCo-100K download (tests/released_layouts.py), 3 locations: what `import` reads."""
+    from released_layouts import make_seco_layout
+
+    return make_seco_layout(tmp_path_factory.mktemp("release"), 3, variant="100k", preview=True, seed=1)
+
+
+@pytest.mark.slow
+def test_cluster_import_and_thumbnails_are_the_single_machine_run(tmp_path, cluster, seco_release):
+    """import (without quicklooks) then `catalog thumbnails`, on one machine and on the cluster: the
+    same catalog files, bit for bit, and the same ledger rows."""
+    from seco_cli.data import main
+
+    runner = CliRunner()
+    for out, more in ((tmp_path / "single", ["--workers", "2"]),
+                      (tmp_path / "cluster", ["--cluster", cluster.scheduler_address])):
+        r = runner.invoke(main, ["-q", "import", "seco", str(seco_release), "--out", str(out), "--no-thumbnails", *more])
+        assert r.exit_code == 0, r.output
+        assert not list(out.rglob("*.jpg")) and not list(out.rglob("*.png"))
+        r = runner.invoke(main, ["-q", "catalog", "thumbnails", str(out), *more])
+        assert r.exit_code == 0, r.output
+    single, clustered = _files(tmp_path / "single"), _files(tmp_path / "cluster")
+    assert clustered == single
+    assert sum(k.endswith((".jpg", ".png")) for k in single) == 3  # a quicklook per location, drawn on the workers
+    assert ledger_rows(tmp_path / "cluster") == ledger_rows(tmp_path / "single")
+
+
 # -- object storage -----------------------------------------------------------------------------------
 
 @pytest.fixture()
@@ -219,6 +247,185 @@ def test_storage_failures_are_bounded_one_line_errors_and_resume(s3, reference, 
     assert r.exit_code == 0, r.output
     got = {k[len("out/"):]: v for k, v in s3.keys("out/").items() if k.endswith(".tar")}
     assert got == {k: v for k, v in _files(reference / "shards").items() if k.endswith(".tar")}
+
+
+def _seco_layout_objects(s3, prefix: str) -> dict[str, bytes]:
+    return {k[len(prefix) + 1:]: v for k, v in s3.keys(prefix + "/").items()}
+
+
+@pytest.fixture(scope="module")
+def small_catalog(tmp_path_factory):
+    """A 3-location catalog (for what is checked per object)."""
+    from seco_data.recipe import load_recipe
+    from seco_data.sample import sample
+
+    out = tmp_path_factory.mktemp("small") / "cat"
+    sample(load_recipe("demo", {"n": 3}), out, workers=1)
+    return out
+
+
+@pytest.mark.slow
+def test_seco_layout_on_object_storage(s3, small_catalog, tmp_path):
+    """export --format seco to s3:// through throttling: every object is the local export's file, the
+    layout's own files go beside it. A location left partial, and a store that keeps failing on it: a
+    one-line error without the secret; then the same command writes that location again (the same
+    bytes) and keeps the others. Other settings, foreign prefixes and a bare bucket are refused."""
+    from seco_cli.data import main
+    from seco_data.errors import OutputError, UsageError
+    from seco_data.export.seco_layout import export_seco_layout, meta_dir
+
+    cat, options = small_catalog, {"bands": "B02,B03,B04", "preview": True}
+    local = tmp_path / "seasonal_contrast_100k"
+    export_seco_layout(cat, local, **options)
+    url, prefix = "s3://seco-test/layouts/seasonal_contrast_100k", "layouts/seasonal_contrast_100k"
+    fault = s3.fault("status", path=r"\.tif$", status=503, body=SLOW_DOWN, times=3)
+    r = export_seco_layout(cat, url, workers=2, **options)
+    assert fault.hits == 3 and r.locations == 3 and r.skipped == {}
+    want = _files(local)
+    assert _seco_layout_objects(s3, prefix) == want  # the layout holds location folders only, as on disk
+    meta = _seco_layout_objects(s3, "layouts/.seasonal_contrast_100k.seco")
+    assert meta["index.csv"] == (meta_dir(local) / "index.csv").read_bytes()
+    assert json.loads(meta["seco_layout.json"]) == json.loads((meta_dir(local) / "seco_layout.json").read_bytes())
+    assert json.loads(meta["seco_layout.json"])["complete"] is True
+
+    import boto3  # a location left partial: one of its objects missing
+
+    client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+    gone = sorted(k for k in want if k.startswith("000001/"))[0]
+    client.delete_object(Bucket="seco-test", Key=f"{prefix}/{gone}")
+    runner = CliRunner()
+    args = ["export", str(cat), "--format", "seco", "--out", url, "--bands", "B02,B03,B04", "--preview",
+            "--workers", "1"]
+    s3.fault("status", path=r"/000001/.*\.tif$", status=503, body=SLOW_DOWN, times=10**6)
+    r = runner.invoke(main, args)
+    assert r.exit_code == 6, r.output  # storage unavailable: rerun later
+    assert "Traceback" not in r.output and "hint:" in r.output and "test-secret" not in r.output
+    s3.clear_faults()
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    assert "exported 3 locations, 12 scenes" in r.output and "skipped: finished 2" in r.output
+    assert "aws s3 sync" in r.output
+    assert _seco_layout_objects(s3, prefix) == want
+    assert not any(b"test-secret" in v for v in s3.keys().values())
+
+    with pytest.raises(OutputError, match="other settings .*settings.bits"):
+        export_seco_layout(cat, url, bits=16, **options)
+    client.put_object(Bucket="seco-test", Key="foreign/x.txt", Body=b"not ours")
+    with pytest.raises(OutputError, match="not empty"):
+        export_seco_layout(cat, "s3://seco-test/foreign", **options)
+    with pytest.raises(UsageError, match="needs a prefix"):
+        export_seco_layout(cat, "s3://seco-test", **options)
+    from seco_data.export.ssl4eo_layout import export_ssl4eo_layout
+
+    with pytest.raises(UsageError, match="folder only"):
+        export_ssl4eo_layout(cat, "s3://seco-test/ssl4eo")
+
+
+@pytest.mark.slow
+def test_import_to_object_storage_resumes_from_its_snapshot(s3, seco_release, tmp_path):
+    """import --out s3:// of 2 locations, the staging folder lost (another machine), then all 3: the
+    run resumes from the snapshot on the bucket (2 kept, 1 imported) and the catalog is the local
+    import's, file for file (the ledger's rows too)."""
+    from seco_cli.data import main
+
+    runner = CliRunner()
+    local = tmp_path / "local"
+    r = runner.invoke(main, ["-q", "import", "seco", str(seco_release), "--out", str(local), "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    args = ["import", "seco", str(seco_release), "--out", "s3://seco-test/imported", "--workers", "2", "--json"]
+    r = runner.invoke(main, [*args, "--limit", "2"])
+    assert r.exit_code == 0, r.output
+    shutil.rmtree(tmp_path / "staging")  # what this machine kept: the next run starts from the bucket alone
+    r = runner.invoke(main, args)
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output[r.output.index("{"):])
+    assert (report["resumed"], report["imported"], report["out"]) == (2, 1, "s3://seco-test/imported")
+    objects = {k[len("imported/"):]: v for k, v in s3.keys("imported/").items()}
+    assert {k: v for k, v in objects.items() if not k.startswith(BOOKKEEPING)} == _files(local)
+    (tmp_path / "snapshot").mkdir()
+    (tmp_path / "snapshot" / "ledger.sqlite").write_bytes(objects["ledger.sqlite"])
+    assert ledger_rows(tmp_path / "snapshot") == ledger_rows(local)
+    assert not any(b"test-secret" in v for v in objects.values())
+
+
+def _get(url: str, headers: dict | None = None, data: bytes | None = None):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, headers=headers or {}, data=data,
+                                 method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+@pytest.mark.slow
+def test_serve_a_catalog_on_object_storage(s3, reference):
+    """`catalog serve s3://...` answers as it does for the local copy (base URLs aside): the catalog's
+    JSON, the STAC API (landing page, an item, searches), the viewer's data, a GeoTIFF's byte ranges
+    (one ranged request each), quicklooks, conditional requests, and the same 404s; a change on the
+    store is picked up; a store that fails is a 502 for that file, never a crash."""
+    import boto3
+
+    from seco_data.serve.server import start_server
+
+    client = boto3.client("s3", endpoint_url=s3.url, region_name="us-east-1", aws_access_key_id="test",
+                          aws_secret_access_key="test")
+    cat = reference / "cat"
+    for p in sorted(cat.rglob("*")):  # the catalog as `sample --out s3://` leaves it
+        rel = p.relative_to(cat).as_posix()
+        if p.is_file() and not rel.startswith((".seco", ".lock")):
+            client.put_object(Bucket="seco-test", Key=f"served/{rel}", Body=p.read_bytes())
+    here, here_url = start_server(cat)
+    there, there_url = start_server("s3://seco-test/served")
+    try:
+        tif = sorted(cat.rglob("*_10m.tif"))[1].relative_to(cat).as_posix()
+        thumb = sorted(p for p in cat.rglob("*") if p.suffix in (".jpg", ".png"))[0].relative_to(cat).as_posix()
+        cid = json.loads((cat / "collection.json").read_text())["id"]
+        first = json.loads(_get(here_url + "/api/search?limit=1")[2])["features"][0]["id"]
+        requests = [("/catalog.json", {}), ("/collection.json", {}), ("/items.parquet", {}), ("/api", {}),
+                    (f"/api/collections/{cid}/items/{first}", {}), ("/api/search?limit=5&bbox=-180,-90,180,90", {}),
+                    ("/viewer/data/meta.js", {}), ("/viewer/data/map.js", {}),
+                    (f"/{tif}", {"Range": "bytes=0-16383"}), (f"/{tif}", {"Range": "bytes=-100"}),
+                    (f"/{tif}", {"Range": "bytes=99999999-"}), (f"/{tif}", {}), (f"/{thumb}", {}),
+                    ("/ledger.sqlite", {}), ("/recipe.yaml", {}), ("/0000/missing.tif", {}), ("/.seco.json", {})]
+        for path, headers in requests:
+            a, b = _get(here_url + path, headers), _get(there_url + path, headers)
+            assert (a[0], a[2].replace(here_url.encode(), b"BASE")) == (b[0], b[2].replace(there_url.encode(), b"BASE")), path
+            assert a[1].get("Content-Range") == b[1].get("Content-Range"), path
+            assert a[1].get("Content-Type") == b[1].get("Content-Type"), path
+        assert _get(there_url + f"/{tif}", {"Range": "bytes=0-16383"})[0] == 206
+        search = json.dumps({"limit": 3, "ids": [first]}).encode()
+        a = _get(here_url + "/api/search", {"Content-Type": "application/json"}, search)
+        b = _get(there_url + "/api/search", {"Content-Type": "application/json"}, search)
+        assert a[0] == b[0] == 200 and a[2].replace(here_url.encode(), b"") == b[2].replace(there_url.encode(), b"")
+        calls = len(s3.calls(path=f"/seco-test/served/{tif}"))
+        status, headers, _ = _get(there_url + f"/{tif}", {"Range": "bytes=100-199"})
+        assert status == 206 and len(s3.calls(path=f"/seco-test/served/{tif}")) - calls <= 2  # (a HEAD, once per 10 s)
+        assert _get(there_url + f"/{tif}", {"If-None-Match": headers["ETag"]})[0] == 304
+
+        coll = json.loads((cat / "collection.json").read_text())
+        client.put_object(Bucket="seco-test", Key="served/collection.json",
+                          Body=json.dumps({**coll, "title": "changed on the store"}).encode())
+        assert there.app.remote.refresh(force=True) == 1
+        assert json.loads(_get(there_url + "/collection.json")[2])["title"] == "changed on the store"
+
+        s3.fault("status", path=r"\.jpg$|\.png$", status=503, body=SLOW_DOWN, times=10**6)
+        other = sorted(p for p in cat.rglob("*") if p.suffix in (".jpg", ".png"))[-1].relative_to(cat).as_posix()
+        status, _, body = _get(there_url + f"/{other}")
+        assert status == 502 and b"test-secret" not in body
+        assert _get(there_url + "/catalog.json")[0] == 200  # the rest is still served
+    finally:
+        for server in (here, there):
+            server.shutdown()
+            server.server_close()
+    from seco_cli.data import main
+
+    r = CliRunner().invoke(main, ["catalog", "serve", "s3://seco-test/nothing-here", "--port", "0"])
+    assert r.exit_code == 4 and "not a seco catalog" in r.output and "Traceback" not in r.output, r.output
 
 
 # -- quotas -------------------------------------------------------------------------------------------

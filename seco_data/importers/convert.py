@@ -13,9 +13,9 @@ from ..catalog.ledger import LocationRow, PatchRow, thumbnail_entry
 from ..catalog.rebuild import location_items
 from ..catalog.thumbnails import quicklook
 from ..catalog.writer import item_files
-from ..errors import OutputError, disk_full, is_disk_full
+from ..errors import OutputError, SecoError, disk_full, is_disk_full
 from ..geotiff import encode_raster
-from ..outputs import write_many
+from ..storage import store_for
 from .layouts import Layout, Skip, scene_of
 
 PATCH_M = 2640
@@ -51,7 +51,7 @@ def valid_fraction(groups: dict[int, np.ndarray]) -> float:
     return float(mask.mean())
 
 
-def convert_location(layout: Layout, location: int, folder: str, out: Path, catalog_layout: str,
+def convert_location(layout: Layout, location: int, folder: str, out: str | Path, catalog_layout: str,
                      thumbnails: bool) -> tuple[list[dict], list[dict], tuple[float, float]]:
     """Convert one source location into OUT (its files written together, atomically and durably);
     return its ledger rows: the seasons, the files (compact) and the location's lon/lat centre.
@@ -78,6 +78,8 @@ def convert_location(layout: Layout, location: int, folder: str, out: Path, cata
         read.append((scene, arrays, geo))
     try:
         return _write(layout, location, folder, out, read, groups, catalog_layout, thumbnails)
+    except SecoError:  # object storage's own errors (unavailable, refused) say what to do
+        raise
     except OSError as e:
         if is_disk_full(e):
             raise disk_full(out, e) from None
@@ -96,11 +98,9 @@ def _georef(t, res: int) -> dict:
             "bbox": [min(xs), min(ys), max(xs), max(ys)]}
 
 
-def _write(layout: Layout, location: int, folder: str, out: Path, read: list, groups: dict, catalog_layout: str,
+def _write(layout: Layout, location: int, folder: str, out: str | Path, read: list, groups: dict, catalog_layout: str,
            thumbnails: bool) -> tuple[list[dict], list[dict], tuple[float, float]]:
     seasons = layout.seasons
-    where = out / files_dir(location, seasons, catalog_layout)
-    where.mkdir(parents=True, exist_ok=True)
     finest = min(groups)
     files: dict[str, bytes] = {}
     rows, entries = [], []
@@ -148,7 +148,7 @@ def _write(layout: Layout, location: int, folder: str, out: Path, read: list, gr
         row = LocationRow(location, centre[0], centre[1], folder, None, [],
                           tuple(PatchRow(location=location, **r) for r in rows))
         files.update(item_files(location_items(row, describe(layout, catalog_layout))))
-    write_many(where, files)
+    store_for(out).put_many(files_dir(location, seasons, catalog_layout), files)  # a folder, or object storage
     return rows, entries, centre
 
 

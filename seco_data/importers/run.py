@@ -5,6 +5,11 @@ the location's), recorded ``pending`` before a worker converts it, then ``accept
 and files, or ``rejected`` with the reason it was skipped. A rerun resumes: accepted locations are
 kept, pending ones (interrupted) and skipped ones (their files may have been fixed since) redone,
 and locations no longer selected (a smaller ``--limit``, gone from SRC) removed.
+
+OUT may be object storage (``s3://bucket/prefix``, compact catalogs), as for ``sample``
+(:mod:`seco_data.remote`): workers write each location's files to the bucket, the ledger and index
+parts stay in a local staging folder, and a snapshot of them is uploaded every
+:data:`SNAPSHOT_EVERY_S` seconds and at the end, so the same command resumes here or elsewhere.
 """
 
 from __future__ import annotations
@@ -24,10 +29,14 @@ from ..catalog.rebuild import finalize
 from ..catalog.repair import reopen_damaged
 from ..errors import IncompleteError, UsageError
 from ..outputs import claim_output
+from ..remote import fetch_catalog, publish_catalog, remote_catalog
 from .convert import convert_location, describe
 from .layouts import Layout, Skip, find_layout, list_locations
 
 log = logging.getLogger(__name__)
+
+#: seconds between snapshots of an import to object storage (its ledger, uploaded beside the data)
+SNAPSHOT_EVERY_S = 60.0
 
 COPERNICUS = {"name": "ESA", "roles": ["producer", "licensor"], "url": "https://sentinel.esa.int/"}
 
@@ -41,7 +50,7 @@ class SkippedLocation:
 
 @dataclass(frozen=True)
 class ImportReport:
-    out: Path
+    out: Path | str  # a folder, or an object-storage URL
     src: Path  # the layout root actually read
     kind: str
     name: str
@@ -106,21 +115,32 @@ def import_dataset(
         raise UsageError(f"unknown catalog layout {layout!r}", hint=f"use one of {', '.join(LAYOUTS)}")
     t0 = time.perf_counter()
     source = find_layout(kind, src, product)
-    out = Path(out).expanduser()
-    if out.resolve() == source.root.resolve() or source.root.resolve() in out.resolve().parents:
-        raise UsageError(f"--out {out} lies inside the source {source.root}", hint="write the catalog elsewhere")
+    remote = remote_catalog(out, layout, overwrite)
+    if remote is None:
+        out = Path(out).expanduser()
+        if out.resolve() == source.root.resolve() or source.root.resolve() in out.resolve().parents:
+            raise UsageError(f"--out {out} lies inside the source {source.root}", hint="write the catalog elsewhere")
+    else:
+        fetch_catalog(remote)  # a resume elsewhere starts from the output's snapshot
+    target = remote.url if remote else out  # where the files go
+    out = remote.staging if remote else out  # the ledger, the index parts, the lock
     with claim_output(out, kind="import", identity=identity(source, layout), overwrite=overwrite):
         selected = list_locations(source.root)[:limit]
         ledger = Ledger(out / LEDGER, create=not (out / LEDGER).exists())
         try:
             if repair and ledger.get("catalog") is not None:
-                reopen_damaged(out, ledger, repair, workers)
-            return _import(source, out, ledger, selected, layout, thumbnails, workers, progress, limit, t0)
+                reopen_damaged(target, ledger, repair, workers)
+            report = _import(source, out, target, ledger, selected, layout, thumbnails, workers, progress, limit, t0,
+                             (lambda: publish_catalog(remote)) if remote else None)
         finally:
             ledger.close()
+        if remote:
+            publish_catalog(remote)
+        return report
 
 
-def _import(source, out, ledger, selected, layout, thumbnails, workers, progress, limit, t0) -> ImportReport:
+def _import(source, out, target, ledger, selected, layout, thumbnails, workers, progress, limit, t0,
+            snapshot) -> ImportReport:
     cm = describe(source, layout)
     db = ledger.db
     known = dict(db.execute("SELECT idx, status FROM candidates").fetchall())
@@ -135,7 +155,7 @@ def _import(source, out, ledger, selected, layout, thumbnails, workers, progress
     with ledger:
         for loc, status in known.items():
             if loc not in wanted or status != "accepted":  # no longer selected, interrupted, or skipped before
-                remove_location(out, source.name, loc, source.seasons, layout)
+                remove_location(target, source.name, loc, source.seasons, layout)
                 db.execute("DELETE FROM patches WHERE location = ?", (loc,))
                 db.execute("DELETE FROM candidates WHERE idx = ?", (loc,))
                 removed += loc not in wanted and status == "accepted"
@@ -145,7 +165,8 @@ def _import(source, out, ledger, selected, layout, thumbnails, workers, progress
         if ledger.get("created") is None:
             ledger.set("created", dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
         ledger.set("catalog", json.dumps({**cm, **_collection_text(source, layout, len(selected), limit)}))
-    imported = _run(source, out, ledger, todo, layout, thumbnails, workers, progress, len(selected), len(done), skips)
+    imported = _run(source, target, ledger, todo, layout, thumbnails, workers, progress, len(selected), len(done), skips,
+                    snapshot)
     locations = len(done) + len(imported)
     reasons = dict(sorted(Counter(s.reason for s in skips).items()))
     if not locations:
@@ -155,12 +176,12 @@ def _import(source, out, ledger, selected, layout, thumbnails, workers, progress
             hint="check that the download is complete (run with -v for each location's problem)")
     finalize(out, ledger)
     skips.sort(key=lambda s: (int(s.folder), s.folder) if s.folder.isdigit() else (1 << 62, s.folder))
-    return ImportReport(out, source.root, source.kind, source.name, source.product, len(selected), len(imported),
+    return ImportReport(target, source.root, source.kind, source.name, source.product, len(selected), len(imported),
                         len(done), removed, locations * source.seasons, reasons, tuple(skips),
                         time.perf_counter() - t0)
 
 
-def _convert(source: Layout, location: int, folder: str, out: Path, layout: str, thumbnails: bool):
+def _convert(source: Layout, location: int, folder: str, out: str | Path, layout: str, thumbnails: bool):
     """:func:`convert_location` in a worker: ``(seasons, files, centre)``, or ``(reason, detail)`` if skipped."""
     import rasterio
 
@@ -171,12 +192,16 @@ def _convert(source: Layout, location: int, folder: str, out: Path, layout: str,
         return e.reason, e.detail
 
 
-def _run(source, out, ledger, todo, layout, thumbnails, workers, progress, total, resumed, skips) -> list[int]:
-    """Convert ``todo`` locations in this process or in worker processes; return those imported.
+def _run(source, out, ledger, todo, layout, thumbnails, workers, progress, total, resumed, skips,
+         snapshot=None) -> list[int]:
+    """Convert ``todo`` locations into ``out`` (a folder or a URL) in this process or in worker
+    processes; return those imported. ``snapshot`` (object storage) is called every
+    :data:`SNAPSHOT_EVERY_S` seconds.
 
     Workers share the run's lock on OUT, so a rerun cannot clean up while one still writes.
     """
     imported: list[int] = []
+    last_snapshot = time.monotonic()
 
     def tell():
         if progress:
@@ -198,6 +223,9 @@ def _run(source, out, ledger, todo, layout, thumbnails, workers, progress, total
                     log.info("skipping location %s: %s: %s", name, *result)
                     skips.append(SkippedLocation(name, *result))
             tell()
+            if snapshot is not None and time.monotonic() - last_snapshot > SNAPSHOT_EVERY_S:
+                snapshot()
+                last_snapshot = time.monotonic()
     return imported
 
 

@@ -46,8 +46,8 @@ from ..catalog.writer import item_files
 from ..errors import IncompleteError, Interrupted, LedgerError, SourceUnavailable, UsageError
 from ..geotiff import encode
 from ..outputs import claim_output, write_atomic
-from ..remote import RemoteOutput, fetch_catalog, publish_catalog
-from ..storage import is_url, store_for
+from ..remote import fetch_catalog, publish_catalog, remote_catalog
+from ..storage import store_for
 from ..recipe import NOT_IDENTITY, Recipe
 from ..sources import Source, get_source
 from .locations import Candidate, Screen, make_sampler
@@ -283,7 +283,7 @@ def sample(
     jobs.check_workers(workers)
     if repair is not None and repair not in REPAIR_MODES:
         raise UsageError(f"unknown repair mode {repair!r}", hint=f"use one of {', '.join(REPAIR_MODES)}")
-    remote = remote_output(out, recipe.layout, overwrite)
+    remote = remote_catalog(out, recipe.layout, overwrite)
     target = remote.url if remote else Path(out)  # where the files go
     out = remote.staging if remote else Path(out)  # the ledger, the index parts, the lock
     factory = source_factory or recipe_source(recipe)
@@ -319,20 +319,6 @@ def sample(
             hint="loosen filters (scene_cloud_max, patch_cloud_max, coverage_min) or raise max_draws_per_location",
         )
     return report
-
-
-def remote_output(out, layout: str, overwrite: bool) -> "RemoteOutput | None":
-    """The remote output of ``out`` when it is object storage (compact catalogs only), else None."""
-    if not is_url(str(out)):
-        return None
-    if layout != "compact":
-        raise UsageError(f"--out {out}: object storage holds compact catalogs only",
-                         hint="use --layout compact (the default), or a local or shared folder for per-patch")
-    if overwrite:
-        raise UsageError(f"--overwrite is not available for object storage ({out})",
-                         hint="write the new dataset under another prefix, then delete the old one with your "
-                              "storage's own tools")
-    return RemoteOutput(str(out))
 
 
 def finalize(out: str | Path) -> Report:

@@ -6,6 +6,9 @@
     /<path>           a file of the allow-list (seco_data.serve.files): catalog JSON, items.parquet,
                       GeoTIFFs (byte ranges, ETag, conditional requests) and quicklooks
 
+A catalog on object storage (seco_data.serve.remote) is served the same way: the root files from a
+local mirror, the data files streamed from the store (a byte range: one ranged request).
+
 Read-only: GET, HEAD and OPTIONS (and POST on /api/search); anything else is a 405. Every response
 carries CORS headers (STAC Browser, QGIS and pystac-client read from other origins), errors are small
 JSON bodies. Request bodies are bounded (:data:`MAX_BODY`; the JSON's nesting is checked before it is
@@ -16,6 +19,7 @@ threads (``workers``), so no number of connections makes more threads.
 from __future__ import annotations
 
 import email.utils
+import functools
 import json
 import logging
 import os
@@ -26,7 +30,8 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .files import Forbidden, content_type, parse_range, resolve, safe_segments
+from ..errors import SecoError
+from .files import Forbidden, allowed, content_type, parse_range, resolve, safe_segments
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +49,7 @@ PREFLIGHT = {
     "Access-Control-Max-Age": "86400",
 }
 _PHRASES = {400: "BadRequest", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-            413: "PayloadTooLarge", 416: "RangeNotSatisfiable", 500: "InternalServerError"}
+            413: "PayloadTooLarge", 416: "RangeNotSatisfiable", 500: "InternalServerError", 502: "BadGateway"}
 
 
 def json_response(status: int, obj, headers: dict | None = None, media_type: str = "application/json") -> Response:
@@ -56,21 +61,28 @@ def error(status: int, description: str, headers: dict | None = None) -> Respons
     return json_response(status, {"code": _PHRASES.get(status, str(status)), "description": description}, headers)
 
 
-class FileResponse(Response):
-    """Bytes ``first .. first + length - 1`` of a file, read a chunk at a time on the app's threads."""
+def _open_at(path: Path, first: int, length: int):
+    f = open(path, "rb")
+    f.seek(first)
+    return f
 
-    def __init__(self, path: Path, status: int, headers: dict, first: int, length: int, limiter):
+
+class FileResponse(Response):
+    """Bytes ``first .. first + length - 1`` of a file, read a chunk at a time on the app's threads
+    from ``opener(first, length)`` (a reader at ``first``: a local file, or a ranged request to
+    object storage)."""
+
+    def __init__(self, opener, status: int, headers: dict, first: int, length: int, limiter, name: str = ""):
         super().__init__(None, status, headers=headers)
-        self.path, self.first, self.length, self.limiter = path, first, length, limiter
+        self.opener, self.first, self.length, self.limiter, self.name = opener, first, length, limiter, name
 
     async def __call__(self, scope, receive, send):
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
         if scope["method"] == "HEAD" or not self.length:
             await send({"type": "http.response.body", "body": b""})
             return
-        f = await anyio.to_thread.run_sync(open, self.path, "rb", limiter=self.limiter)
+        f = await anyio.to_thread.run_sync(self.opener, self.first, self.length, limiter=self.limiter)
         try:
-            await anyio.to_thread.run_sync(f.seek, self.first, limiter=self.limiter)
             left = self.length
             while left > 0:
                 chunk = await anyio.to_thread.run_sync(f.read, min(CHUNK, left), limiter=self.limiter)
@@ -79,16 +91,20 @@ class FileResponse(Response):
                 left -= len(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": left > 0})
             if left > 0:
-                raise OSError(f"{self.path} shrank while it was sent")
+                raise OSError(f"{self.name} shrank while it was sent")
         finally:
             f.close()
 
 
 class CatalogApp:
-    """The ASGI app over the catalog in ``root`` (resolved); ``base_url`` prefixes every link."""
+    """The ASGI app over the catalog in ``root`` (resolved); ``base_url`` prefixes every link.
 
-    def __init__(self, root: Path, base_url: str, workers: int = 16):
+    ``remote``: a catalog on object storage (:class:`.remote.RemoteCatalog`); ``root`` is then its
+    local mirror of the root files, and the data files come from the store."""
+
+    def __init__(self, root: Path, base_url: str, workers: int = 16, remote=None):
         self.root = root
+        self.remote = remote
         self.base = base_url.rstrip("/")
         self.limiter = anyio.CapacityLimiter(workers)
         self._viewer = None
@@ -150,6 +166,8 @@ class CatalogApp:
         search = segs[:2] == ["api", "search"] and len(segs) == 2
         if method == "OPTIONS":
             return Response(None, 204, headers=PREFLIGHT)
+        if self.remote is not None and (len(segs) == 1 or segs[:1] in (["api"], ["viewer"])):
+            await self.run(self.remote.refresh)  # the mirrored root files, when they changed on the store
         if method == "POST" and search:
             body = await self._body(request)
             if isinstance(body, Response):
@@ -207,15 +225,40 @@ class CatalogApp:
         return json_response(status, obj, headers, ctype)
 
     def _file(self, request: Request, segs: list[str]) -> Response:
+        if self.remote is not None and len(segs) > 1:
+            return self._stored_file(request, segs)
         path = resolve(self.root, segs)
         if path is None:
             return error(404, "not found")
         st = os.stat(path)
-        size = st.st_size
-        etag = f'"{st.st_mtime_ns:x}-{size:x}"'
-        modified = email.utils.formatdate(st.st_mtime, usegmt=True)
+        return self._send(request, st.st_size, f'"{st.st_mtime_ns:x}-{st.st_size:x}"', st.st_mtime, content_type(path),
+                          functools.partial(_open_at, path), str(path))
+
+    def _stored_file(self, request: Request, segs: list[str]) -> Response:
+        """A data file of a catalog on object storage (the same allow-list), streamed from the store."""
+        if not allowed(segs):
+            return error(404, "not found")
+        rel = "/".join(segs)
+        try:
+            meta = self.remote.stat(rel)
+        except SecoError as e:
+            log.warning("object storage did not answer for %s: %s", rel, e.one_line())
+            return error(502, "the catalog's object storage did not answer; retry")
+        if meta is None:
+            return error(404, "not found")
+        size = int(meta["size"])
+        when = meta.get("last_modified")
+        mtime = when.timestamp() if when is not None else 0.0
+        tag = meta.get("e_tag")
+        etag = (tag if tag.startswith(('"', 'W/"')) else f'"{tag}"') if tag else f'"{int(mtime * 1e9):x}-{size:x}"'
+        return self._send(request, size, etag, mtime, content_type(Path(rel)),
+                          functools.partial(_open_stored, self.remote, rel), f"{self.remote.url}/{rel}")
+
+    def _send(self, request: Request, size: int, etag: str, mtime: float, ctype: str, opener, name: str) -> Response:
+        """A file's answer: 304, 416, the whole file or one byte range of it."""
+        modified = email.utils.formatdate(mtime, usegmt=True)
         common = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes", "Cache-Control": "no-cache"}
-        if _not_modified(request, etag, st.st_mtime):
+        if _not_modified(request, etag, mtime):
             return Response(None, 304, headers=common)
         first, last, code = 0, size - 1, 200
         rng = request.headers.get("range")
@@ -227,10 +270,14 @@ class CatalogApp:
             if r is not None:
                 (first, last), code = r, 206
         length = last - first + 1 if size else 0
-        headers = {**common, "Content-Type": content_type(path), "Content-Length": str(length)}
+        headers = {**common, "Content-Type": ctype, "Content-Length": str(length)}
         if code == 206:
             headers["Content-Range"] = f"bytes {first}-{last}/{size}"
-        return FileResponse(path, code, headers, first, length, self.limiter)
+        return FileResponse(opener, code, headers, first, length, self.limiter, name)
+
+
+def _open_stored(remote, rel: str, first: int, length: int):
+    return remote.open_range(rel, first, length)
 
 
 def _has_body(request: Request) -> bool:

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 
 from ..catalog.layout import CATALOG, COLLECTION, INDEX
 from ..errors import CatalogError, UsageError
+from ..storage import is_url
 from .files import Forbidden, parse_range, safe_segments  # noqa: F401 - re-exported (tests, callers)
 
 log = logging.getLogger(__name__)
@@ -104,7 +105,7 @@ class CatalogServer:
     ``url``: the base URL every link is built from (no trailing slash).
     """
 
-    def __init__(self, root: Path, sock: socket.socket, base_url: str | None = None):
+    def __init__(self, root: Path, sock: socket.socket, base_url: str | None = None, remote=None):
         import uvicorn
 
         from .app import CatalogApp
@@ -113,7 +114,7 @@ class CatalogServer:
         self.socket = sock
         self.server_address = sock.getsockname()
         self.url = _base_url(sock, base_url)
-        self.app = CatalogApp(root, self.url, workers=WORKERS)
+        self.app = CatalogApp(root, self.url, workers=WORKERS, remote=remote)
         config = uvicorn.Config(
             self.app, http="h11", ws="none", lifespan="off", interface="asgi3", loop="asyncio",
             log_config=None, access_log=False, server_header=False, proxy_headers=False,
@@ -151,10 +152,21 @@ def make_server(root: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_
                 base_url: str | None = None) -> CatalogServer:
     """A (not yet serving) :class:`CatalogServer` for the catalog in ``root``, listening already.
 
-    ``base_url``: the address clients reach it at (behind a proxy, or on another name); default
-    ``http://<host>:<port>``. Raises :class:`CatalogError` when ``root`` holds no catalog and
-    :class:`UsageError` when the address cannot be bound (port in use, unknown host).
+    ``root``: a folder, or a catalog on object storage (``s3://bucket/prefix``, :mod:`.remote`: its
+    root files are fetched into a local mirror first). ``base_url``: the address clients reach it at
+    (behind a proxy, or on another name); default ``http://<host>:<port>``. Raises
+    :class:`CatalogError` when ``root`` holds no catalog and :class:`UsageError` when the address
+    cannot be bound (port in use, unknown host).
     """
+    remote = None
+    if is_url(str(root)):
+        from .remote import RemoteCatalog
+
+        if str(root).startswith(("http://", "https://")):
+            raise UsageError(f"{root}: serve a catalog on object storage (s3://, gs://, az://) or in a folder",
+                             hint="an http(s) catalog is served already: point clients at it")
+        remote = RemoteCatalog(str(root))
+        root = remote.folder
     root = Path(root)
     if not (root / CATALOG).is_file() or not (root / COLLECTION).is_file():
         raise CatalogError(f"{root} is not a seco catalog (no {CATALOG} or {COLLECTION})",
@@ -164,7 +176,7 @@ def make_server(root: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_
                            hint="restore it with `seco-data catalog rebuild`")
     sock = _listen(host, port)
     try:
-        return CatalogServer(root.resolve(), sock, base_url)
+        return CatalogServer(root.resolve(), sock, base_url, remote=remote)
     except BaseException:
         sock.close()
         raise

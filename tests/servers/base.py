@@ -157,10 +157,18 @@ class LoopbackServer:
         with self._lock:
             self.active += 1
             self.peak = max(self.peak, self.active)
+        h.seco_answering = True
         try:
             self._dispatch_one(h)
         finally:
-            with self._lock:
+            self._answered(h)
+
+    def _answered(self, h: BaseHTTPRequestHandler) -> None:
+        """The request no longer counts as being answered: called before its answer goes out (a client
+        that has it may send the next request before this thread gets back here), or at the end."""
+        with self._lock:
+            if getattr(h, "seco_answering", False):
+                h.seco_answering = False
                 self.active -= 1
 
     def _dispatch_one(self, h: BaseHTTPRequestHandler) -> None:
@@ -184,14 +192,17 @@ class LoopbackServer:
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
                 body = fault.body if fault.body is not None else json.dumps(
                     {"error": {"code": fault.status, "message": "injected fault", "status": "UNAVAILABLE"}}).encode()
+                self._answered(h)
                 self._send(h, Response(fault.status, body, {"Content-Type": "application/json", **headers}),
                            head=req.method == "HEAD")  # a HEAD answer has no body
                 return
             elif fault.kind == "garbage":
+                self._answered(h)
                 self._send(h, Response(200, fault.body if fault.body is not None else b'{"oops": [1, 2',
                                        {"Content-Type": "application/json"}))
                 return
         resp = self._answer(req)
+        self._answered(h)
         if fault is not None and fault.kind == "truncate":
             h.send_response(resp.status)
             for k, v in resp.headers.items():

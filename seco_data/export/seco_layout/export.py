@@ -18,6 +18,14 @@ location); seco's own files live beside it, in ``.<OUT name>.seco/``.
 Each location is written into ``.<OUT name>.seco/partial/`` and renamed into place, so a location folder is
 complete or absent; a rerun with the same settings and catalog skips finished locations (same
 bytes). ``partial`` is removed at the end of a run.
+
+On object storage (``OUT`` = ``s3://bucket/prefix``, also ``gs://``, ``az://``), the same objects:
+each written whole, a location's once every one of them is there (one listing of OUT tells which),
+so a rerun writes the others again, to the same bytes. seco's files go beside OUT as on disk
+(``s3://bucket/.prefix.seco/``), kept in a local staging folder meanwhile: ``.seco.json`` (the
+identity, published before any location, so that another command or other settings are refused
+there and an interrupted run resumes, here or on another machine), then at the end ``index.csv``
+and, last, ``seco_layout.json`` with ``"complete": true``.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import csv
 import logging
 import shutil
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,7 +43,10 @@ from ...bands import BANDS, canonical
 from ...catalog.index import CatalogIndex
 from ...errors import UsageError
 from ...outputs import atomic_file, claim_output, lock, sha256_file, write_json
-from .files import PREVIEW, count_files, meta_dir, partial_dir, scene_folders, seco_band_name, write_location
+from ...remote import RemoteOutput, claim_remote, writable
+from ...storage import is_url, store_for
+from .files import (PREVIEW, count_files, counts_of, location_names, meta_dir, partial_dir, scene_folders,
+                    seco_band_name, write_location)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +65,7 @@ LAYOUT_VERSION = 1
 class SecoLayoutReport:
     """Totals of the layout in ``out``; ``skipped`` counts locations already finished by an earlier run."""
 
-    out: Path
+    out: Path | str  # a folder, or an object-storage URL
     locations: int
     scenes: int
     files: int
@@ -143,8 +155,13 @@ def export_seco_layout(catalog, out, *, bits=8, bands=None, compress="deflate", 
     ``overwrite`` (which only ever removes a previous export).
     """
     jobs.check_workers(workers)
-    # the catalog stays as it is while it is read: no `sample` or `rebuild` writes it meanwhile
-    with lock(Path(catalog), shared=True, wait_s=0.0, what="writing to"):
+    if is_url(str(out)):
+        writable(out, overwrite, "the export")
+    # the catalog stays as it is while it is read: no `sample` or `rebuild` writes it meanwhile (a
+    # catalog on object storage has no lock: export it once its `sample` has finished)
+    catalog_lock = nullcontext() if is_url(str(catalog)) else lock(Path(catalog), shared=True, wait_s=0.0,
+                                                                    what="writing to")
+    with catalog_lock:
         return _export(catalog, out, bits, bands, compress, preview, workers, overwrite, progress)
 
 
@@ -153,20 +170,23 @@ def _export(catalog, out, bits, bands, compress, preview, workers, overwrite, pr
     index = CatalogIndex(catalog)
     settings = _settings(index, bits, bands, compress, preview)
     identity = _identity(index, settings)
-    out = Path(out).resolve()
-    with claim_output(out, kind="seco-layout", identity=identity, overwrite=overwrite, state_dir=meta_dir(out),
-                      ours=_ours):
-        partial = partial_dir(out)
-        shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
-        partial.mkdir(parents=True)
-        layout = {**identity, "software": {"name": "seco", "version": __version__}}
-        write_json(meta_dir(out) / LAYOUT_FILE, {**layout, "complete": False})
-        log.info("exporting %s to %s (%d-bit, %s, %d bands)", index.root, out, settings.bits, settings.compress,
-                 len(settings.bands))
-        totals, n, skipped = _run(index, out, settings, workers, progress)
-        counts = {"locations": n, "scenes": totals[0], "files": totals[1], "bytes": totals[2]}
-        write_json(meta_dir(out) / LAYOUT_FILE, {**layout, "complete": True, "counts": counts})
-        shutil.rmtree(partial, ignore_errors=True)
+    layout = {**identity, "software": {"name": "seco", "version": __version__}}
+    log.info("exporting %s to %s (%d-bit, %s, %d bands)", index.root, out, settings.bits, settings.compress,
+             len(settings.bands))
+    if is_url(str(out)):
+        out = str(out).rstrip("/")
+        totals, n, skipped = _export_remote(index, out, settings, identity, layout, workers, progress)
+    else:
+        out = Path(out).resolve()
+        with claim_output(out, kind="seco-layout", identity=identity, overwrite=overwrite, state_dir=meta_dir(out),
+                          ours=_ours):
+            partial = partial_dir(out)
+            shutil.rmtree(partial, ignore_errors=True)  # left by an interrupted run
+            partial.mkdir(parents=True)
+            write_json(meta_dir(out) / LAYOUT_FILE, {**layout, "complete": False})
+            totals, n, skipped = _run(index, out, settings, workers, progress)
+            write_json(meta_dir(out) / LAYOUT_FILE, {**layout, "complete": True, "counts": _counts(totals, n)})
+            shutil.rmtree(partial, ignore_errors=True)
     report = SecoLayoutReport(out, n, totals[0], totals[1], totals[2], time.monotonic() - t0,
                               {"finished": skipped} if skipped else {})
     log.info("SeCo layout: %d locations, %d scenes, %d files, %d bytes in %.1f s (%d already finished)",
@@ -174,20 +194,61 @@ def _export(catalog, out, bits, bands, compress, preview, workers, overwrite, pr
     return report
 
 
+def _counts(totals: list[int], n: int) -> dict:
+    return {"locations": n, "scenes": totals[0], "files": totals[1], "bytes": totals[2]}
+
+
 def _run(index: CatalogIndex, out: Path, settings: _Settings, workers: int,
          progress: jobs.ProgressFn | None) -> tuple[list[int], int, int]:
     """Write every location not yet in ``out``; stream ``index.csv`` in catalog order."""
     return export_locations(index, meta_dir(out) / INDEX_FILE, write_location, workers, progress,
-                            target=lambda i: out / f"{i:06d}", key=lambda i: f"{i:06d}", folders=scene_folders,
+                            finished=lambda i, loc: (count_files(out / f"{i:06d}") if (out / f"{i:06d}").is_dir()
+                                                     else None),
+                            key=lambda i: f"{i:06d}", folders=scene_folders,
                             task=lambda i, loc: (i, loc, str(out), settings))
 
 
+def meta_url(out: str) -> str:
+    """Where seco's files of the layout in ``out`` go on object storage: beside it, as on disk
+    (``s3://bucket/a/b`` -> ``s3://bucket/a/.b.seco``)."""
+    scheme, rest = out.split("://", 1)
+    bucket, _, key = rest.strip("/").partition("/")
+    if not key:
+        raise UsageError(f"--out {out}: the SeCo layout on object storage needs a prefix (s3://bucket/name)",
+                         hint="its own files (.name.seco/) go beside the layout, as on disk; e.g. "
+                              f"{scheme}://{bucket}/seasonal_contrast_100k")
+    parent, _, name = key.rpartition("/")
+    return f"{scheme}://{bucket}/" + (f"{parent}/" if parent else "") + f".{name}.seco"
+
+
+def _export_remote(index: CatalogIndex, out: str, settings: _Settings, identity: dict, layout: dict, workers: int,
+                   progress: jobs.ProgressFn | None) -> tuple[list[int], int, int]:
+    """The layout on object storage (see the module docstring)."""
+    remote = RemoteOutput(meta_url(out))  # seco's files: staged locally, published beside OUT
+    present = dict(store_for(out).walk())  # what earlier runs wrote: one listing
+    with claim_remote(remote, out, kind="seco-layout", identity=identity, holds_data=bool(present)):
+        write_json(remote.staging / LAYOUT_FILE, {**layout, "complete": False})
+        remote.publish([LAYOUT_FILE])
+
+        def finished(i, loc):
+            sizes = {rel: present.get(f"{i:06d}/{rel}") for rel in location_names(loc, settings)}
+            return None if None in sizes.values() else counts_of(sizes)
+
+        totals, n, skipped = export_locations(index, remote.staging / INDEX_FILE, write_location, workers, progress,
+                                              finished=finished, key=lambda i: f"{i:06d}", folders=scene_folders,
+                                              task=lambda i, loc: (i, loc, out, settings))
+        write_json(remote.staging / LAYOUT_FILE, {**layout, "complete": True, "counts": _counts(totals, n)})
+        remote.publish([INDEX_FILE, LAYOUT_FILE])  # the layout's record last: complete once it says so
+    return totals, n, skipped
+
+
 def export_locations(index: CatalogIndex, index_csv: Path, write, workers: int, progress: jobs.ProgressFn | None, *,
-                     target, key, folders, task) -> tuple[list[int], int, int]:
-    """The loop of the folder layouts (SeCo, SSL4EO-S12): every location whose folder ``target(i)``
-    is not there yet goes to ``write(*task(i, location))`` on the pool (which returns its (scenes,
-    files, bytes)); ``index_csv`` lists every patch (``key(i)``, its folder from ``folders(location)``)
-    in catalog order. Returns the totals, the number of locations and how many were already there."""
+                     finished, key, folders, task) -> tuple[list[int], int, int]:
+    """The loop of the folder layouts (SeCo, SSL4EO-S12): every location ``i`` not finished yet
+    (``finished(i, location)``: its (scenes, files, bytes) when its folder is there, else None) goes
+    to ``write(*task(i, location))`` on the pool (which returns its (scenes, files, bytes));
+    ``index_csv`` lists every patch (``key(i)``, its folder from ``folders(location)``) in catalog
+    order. Returns the totals, the number of locations and how many were already there."""
     totals = [0, 0, 0]
     done = skipped = n = 0
     total = index.n_locations
@@ -206,9 +267,10 @@ def export_locations(index: CatalogIndex, index_csv: Path, write, workers: int, 
             n = i + 1
             for p, folder in zip(loc.patches, folders(loc)):
                 rows.writerow([key(i), p.location, p.season, p.item_id, p.scene_id, folder])
-            if target(i).is_dir():
+            counts = finished(i, loc)
+            if counts is not None:
                 skipped += 1
-                finish(count_files(target(i)))
+                finish(counts)
             else:
                 yield task(i, loc)
 

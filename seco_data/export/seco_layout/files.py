@@ -1,7 +1,8 @@
 """The files of one location in the SeCo layout: names, 8-bit conversion, metadata, previews.
 
 Runs in the export's workers: :func:`write_location` writes location ``i`` into a temporary folder
-and renames it into place, so a location folder is complete or absent.
+and renames it into place, so a location folder is complete or absent; on object storage, object by
+object (each whole), the location being complete once all of its objects are there.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ...bands import ALIASES, to_uint8
 from ...catalog.index import Asset, Location, Patch
 from ...errors import CatalogError
 from ...geotiff import encode_raster
-from ...outputs import fsync_dir, write_atomic, write_many
+from ...outputs import fsync_dir, write_many
+from ...storage import is_url, store_for
 
 _SECO_NAME = {v: k for k, v in ALIASES.items()}  # B01 -> B1
 PREVIEW = ("B04", "B03", "B02")
@@ -109,18 +111,11 @@ def _eight_bit(pixels: np.ndarray, asset: Asset) -> np.ndarray:
     raise CatalogError(f"{asset.path} holds {pixels.dtype} pixels; only uint16 and uint8 are exported")
 
 
-def write_location(i: int, location: Location, out: str, settings) -> tuple[int, int, int]:
-    """Write location ``i`` into a temporary folder and rename it to ``OUT/<i:06d>``; return
-    (scenes, files, bytes)."""
-    out_p = Path(out)
-    tmp = partial_dir(out_p) / f"{i:06d}.{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+def location_files(location: Location, settings) -> dict[str, bytes]:
+    """The files of a location's folder by their path inside it: per scene folder its band GeoTIFFs
+    then ``metadata.json``, and with ``preview`` the scene's RGB preview beside its folder."""
+    files: dict[str, bytes] = {}
     for patch, folder in zip(location.patches, scene_folders(location)):
-        scene = tmp / folder
-        scene.mkdir()
-        files: dict[str, bytes] = {}
         cache: dict = {}
         for band in settings.bands:
             pixels, asset = _band(patch, band, cache)
@@ -130,19 +125,60 @@ def write_location(i: int, location: Location, out: str, settings) -> tuple[int,
                 raise CatalogError(f"{asset.path} holds {pixels.dtype} pixels: 16-bit output needs uint16 DN",
                                    hint="export this catalog with --bits 8")
             name = seco_band_name(band)
-            files[f"{name}.tif"] = _tif(pixels[None], asset.crs, asset.transform, settings.compress, [name])
-        files["metadata.json"] = (json.dumps(scene_metadata(patch), ensure_ascii=False) + "\n").encode()
-        write_many(scene, files)
+            files[f"{folder}/{name}.tif"] = _tif(pixels[None], asset.crs, asset.transform, settings.compress, [name])
+        files[f"{folder}/metadata.json"] = (json.dumps(scene_metadata(patch), ensure_ascii=False) + "\n").encode()
         if settings.preview:
             rgb, assets = [], []
             for band in PREVIEW:
                 pixels, asset = _band(patch, band, cache)
                 rgb.append(_eight_bit(pixels, asset))
                 assets.append(asset)
-            write_atomic(tmp / f"{folder}.tif", _tif(preview_rgb(np.stack(rgb)), assets[0].crs, assets[0].transform,
-                                                     settings.compress, ["B4", "B3", "B2"]))
-    counts = count_files(tmp)
-    os.rename(tmp, out_p / f"{i:06d}")
+            files[f"{folder}.tif"] = _tif(preview_rgb(np.stack(rgb)), assets[0].crs, assets[0].transform,
+                                          settings.compress, ["B4", "B3", "B2"])
+    return files
+
+
+def location_names(location: Location, settings) -> list[str]:
+    """The paths :func:`location_files` gives, without making the files (to see what is written)."""
+    names = []
+    for folder in scene_folders(location):
+        names += [f"{folder}/{seco_band_name(b)}.tif" for b in settings.bands] + [f"{folder}/metadata.json"]
+        if settings.preview:
+            names.append(f"{folder}.tif")
+    return names
+
+
+def counts_of(files: dict[str, int]) -> tuple[int, int, int]:
+    """(scenes, files, bytes) of a location folder's files, given by path and size."""
+    return len({rel.split("/")[0] for rel in files if "/" in rel}), len(files), sum(files.values())
+
+
+def write_location(i: int, location: Location, out: str, settings) -> tuple[int, int, int]:
+    """Write location ``i`` to ``OUT/<i:06d>`` and return (scenes, files, bytes).
+
+    In a folder: into a temporary folder, renamed into place, so a location folder is complete or
+    absent. On object storage (``out`` a URL): object by object, each whole; a location is complete
+    once every one of its objects is there (:func:`location_names`), and a rerun writes a location
+    that is not again (the same bytes)."""
+    files = location_files(location, settings)
+    key = f"{i:06d}"
+    counts = counts_of({rel: len(data) for rel, data in files.items()})
+    if is_url(out):
+        store_for(out).put_many(key, files)
+        return counts
+    out_p = Path(out)
+    tmp = partial_dir(out_p) / f"{key}.{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    folders: dict[str, dict[str, bytes]] = {}
+    for rel, data in files.items():
+        folder, _, name = rel.rpartition("/")
+        folders.setdefault(folder, {})[name] = data
+    for folder, group in folders.items():  # the scene folders, then the previews beside them
+        (tmp / folder).mkdir(exist_ok=True)
+        write_many(tmp / folder, group)
+    os.rename(tmp, out_p / key)
     fsync_dir(out_p)
     return counts
 

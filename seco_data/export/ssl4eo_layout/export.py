@@ -36,6 +36,7 @@ from ...bands import BANDS
 from ...catalog.index import CatalogIndex, Location, Patch
 from ...errors import CatalogError, UsageError
 from ...outputs import claim_output, lock, replace_folder, sha256_file, write_json, write_many
+from ...storage import is_url
 from ..seco_layout.export import _settings, export_locations
 from ..seco_layout.files import _band, _tif, count_files, meta_dir, partial_dir, scene_metadata, seco_band_name
 
@@ -87,6 +88,10 @@ def export_ssl4eo_layout(catalog, out, *, compress="deflate", workers=1, overwri
                          progress: jobs.ProgressFn | None = None) -> Ssl4eoLayoutReport:
     """Export ``catalog`` to the SSL4EO-S12 layout in ``out`` (see the module docstring)."""
     jobs.check_workers(workers)
+    if is_url(str(out)):
+        raise UsageError(f"--out {out}: the SSL4EO-S12 layout is written to a folder only",
+                         hint="export to a local or shared folder and copy it to object storage, or use "
+                              "--format seco or webdataset, which write to object storage")
     if compress not in COMPRESSIONS:
         raise UsageError(f"unknown compression {compress!r}", hint=f"use one of {', '.join(COMPRESSIONS)}")
     with lock(Path(catalog), shared=True, wait_s=0.0, what="writing to"):
@@ -119,8 +124,12 @@ def export_ssl4eo_layout(catalog, out, *, compress="deflate", workers=1, overwri
 
 
 def _run(index, out: Path, split: str, compress: str, workers: int, progress):
+    def finished(i, loc):
+        folder = out / split / f"{i:07d}"
+        return count_files(folder) if folder.is_dir() else None
+
     return export_locations(index, meta_dir(out) / INDEX_FILE, write_location, workers, progress,
-                            target=lambda i: out / split / f"{i:07d}", key=lambda i: f"{i:07d}",
+                            finished=finished, key=lambda i: f"{i:07d}",
                             folders=lambda loc: [season_folder(p) for p in loc.patches],
                             task=lambda i, loc: (i, loc, str(out), split, compress))
 

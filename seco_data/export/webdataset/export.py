@@ -48,7 +48,7 @@ from ...catalog.ledger import Ledger
 from ...catalog.rebuild import index_digests
 from ...errors import CatalogError, UsageError, disk_full, is_disk_full
 from ...outputs import STATE, claim_output, commit, fsync, lock, remove_temps, sha256_file, temp_name, write_atomic, write_json
-from ...remote import RemoteOutput
+from ...remote import RemoteOutput, writable
 from ...storage import is_url, store_for
 from ..arrays import DTYPES, ENCODINGS
 from .samples import encode_sample, plan_sample
@@ -387,11 +387,7 @@ def export_webdataset(
 def _remote_output(out, overwrite: bool) -> RemoteOutput | None:
     if not is_url(str(out)):
         return None
-    if str(out).startswith(("http://", "https://")):
-        raise UsageError(f"--out {out}: http(s) is read-only", hint="write to s3://, gs:// or az://, or a folder")
-    if overwrite:
-        raise UsageError(f"--overwrite is not available for object storage ({out})",
-                         hint="export under another prefix, or delete the old shards with your storage's own tools")
+    writable(out, overwrite, "the shards")
     return RemoteOutput(str(out))
 
 
