@@ -27,7 +27,9 @@ from servers.s3 import SLOW_DOWN, S3Server
 distributed = pytest.importorskip("distributed")  # (a dev dependency: skipped only outside `make test`)
 
 N = 12
-ARGS = ["sample", "--n", str(N), "--workers", "2"]
+#: 660 m patches (the pixels are not what is tested): the recipe's overrides, as flags and as a dict
+PATCH = {10: 66, 20: 33, 60: 11}
+ARGS = ["sample", "--n", str(N), "--workers", "2", "--set", f"patch={PATCH}"]
 HERE = Path(__file__).parent
 #: bookkeeping that differs between two runs by design (the lock, the run's identity record with its
 #: start time, the ledger's SQLite pages; the ledger's rows are compared instead)
@@ -120,7 +122,7 @@ def test_killed_worker_is_replaced_and_its_locations_redone(tmp_path, cluster, r
         client.register_plugin(KillOnce(str(marker), after=3))
         try:
             with jobs.use_cluster(cluster.scheduler_address):
-                report = sample(load_recipe("demo", {"n": N}), tmp_path / "cat", workers=2)
+                report = sample(load_recipe("demo", {"n": N, "patch": PATCH}), tmp_path / "cat", workers=2)
         finally:
             client.unregister_worker_plugin(KillOnce.name)
         client.wait_for_workers(2, timeout=60)
@@ -204,7 +206,7 @@ def test_catalog_and_shards_on_object_storage_with_faults(s3, reference):
               s3.fault("timeout", path=r"\.tif$", seconds=5, times=1),
               s3.fault("drop", path=r"\.tar$", times=1),
               s3.fault("status", path=r"\.tar$", status=503, body=SLOW_DOWN, times=2)]
-    report = sample(load_recipe("demo", {"n": N}), "s3://seco-test/cat", workers=2)
+    report = sample(load_recipe("demo", {"n": N, "patch": PATCH}), "s3://seco-test/cat", workers=2)
     assert report.complete
     export_webdataset("s3://seco-test/cat", "s3://seco-test/shards", options=ShardOptions(maxcount=4), workers=2)
     assert [f.hits for f in faults] == [f.times for f in faults]  # every fault was met, and retried through
