@@ -91,7 +91,8 @@ class Store:
     def get(self, rel: str) -> bytes: ...
     def size(self, rel: str) -> int | None: ...
     def list(self, prefix: str = "") -> list[tuple[str, int]]: ...
-    def walk(self, folder: str = "") -> list[tuple[str, int]]: ...
+    def walk(self, folder: str = "", *, after: str | None = None) -> list[tuple[str, int]]: ...
+    def has_any(self) -> bool: ...
     def open(self, rel: str) -> BinaryIO: ...
 
     def download(self, rel: str, local: Path) -> bool:
@@ -153,10 +154,16 @@ class LocalStore(Store):
         return sorted((f"{folder}/{e.name}" if folder else e.name, e.stat().st_size) for e in os.scandir(base)
                       if e.is_file() and e.name.startswith(start))
 
-    def walk(self, folder: str = "") -> list[tuple[str, int]]:
-        """Every file under ``folder`` (recursively), as (path relative to the root, size)."""
+    def walk(self, folder: str = "", *, after: str | None = None) -> list[tuple[str, int]]:
+        """Every file under ``folder`` (recursively), as (path relative to the root, size); with
+        ``after``, only the paths that sort after it."""
         base = self.root / folder if folder else self.root
-        return sorted((p.relative_to(self.root).as_posix(), p.stat().st_size) for p in base.rglob("*") if p.is_file())
+        found = ((p.relative_to(self.root).as_posix(), p) for p in base.rglob("*") if p.is_file())
+        return sorted((rel, p.stat().st_size) for rel, p in found if after is None or rel > after)
+
+    def has_any(self) -> bool:
+        """Whether anything is stored here."""
+        return self.root.is_dir() and next(self.root.iterdir(), None) is not None
 
     def open(self, rel: str) -> BinaryIO:
         return open(self.root / rel, "rb", buffering=1 << 20)
@@ -260,15 +267,23 @@ class ObjectStore(Store):
                     out.append((path, int(o["size"])))
         return sorted(out)
 
-    def walk(self, folder: str = "") -> list[tuple[str, int]]:
-        """Every object under ``folder`` (recursively: one listing, paged), as (path, size)."""
+    def walk(self, folder: str = "", *, after: str | None = None) -> list[tuple[str, int]]:
+        """Every object under ``folder`` (recursively: one listing, paged), as (path, size); with
+        ``after``, only the paths that sort after it (the listing starts there: S3's StartAfter)."""
         import obstore
 
         out = []
-        for batch in self._call("listing", lambda: list(obstore.list(self._store, folder.strip("/") or None))):
+        for batch in self._call("listing", lambda: list(obstore.list(self._store, folder.strip("/") or None,
+                                                                     offset=after))):
             for o in (batch if isinstance(batch, list) else [batch]):
                 out.append((o["path"], int(o["size"])))
         return sorted(out)
+
+    def has_any(self) -> bool:
+        """Whether anything is stored under this prefix (the first page of a listing, one object long)."""
+        import obstore
+
+        return self._call("listing", lambda: bool(next(iter(obstore.list(self._store, None, chunk_size=1)), None)))
 
     def head(self, rel: str) -> dict | None:
         """``rel``'s size, ETag and modification time (``size``, ``e_tag``, ``last_modified``), or None

@@ -324,6 +324,34 @@ def test_seco_layout_on_object_storage(s3, small_catalog, tmp_path):
         export_ssl4eo_layout(cat, "s3://seco-test/ssl4eo")
 
 
+def test_seco_layout_resume_lists_only_what_is_left(s3, small_catalog, tmp_path, monkeypatch):
+    """An interrupted export to s3:// publishes the first location not finished (``done.json``); the
+    rerun skips the locations before it unlisted (its one listing starts after them), writes the
+    rest, and the layout equals the local export's."""
+    from seco_data.errors import SecoError
+    from seco_data.export import seco_layout
+    from seco_data.export.seco_layout import export as layout_export
+
+    monkeypatch.setattr(layout_export, "CHECKPOINT_S", 0.0)  # publish the frontier after every location
+    local = tmp_path / "local"
+    seco_layout.export_seco_layout(small_catalog, local, bands="B02,B03,B04")
+    url, prefix = "s3://seco-test/cut/layout", "cut/layout"
+    s3.fault("status", path=r"/000002/.*\.tif$", status=503, body=SLOW_DOWN, times=10**6)
+    with pytest.raises(SecoError):
+        seco_layout.export_seco_layout(small_catalog, url, bands="B02,B03,B04", workers=1)
+    assert json.loads(s3.keys("cut/.layout.seco/done.json")["cut/.layout.seco/done.json"])["below"] == 2
+    s3.clear_faults()
+    s3.requests.clear()
+    r = seco_layout.export_seco_layout(small_catalog, url, bands="B02,B03,B04", workers=1)
+    assert (r.locations, r.skipped) == (3, {"finished": 2})
+    lists = [c.query for c in s3.calls("GET", r"^/seco-test/?$") if c.query.get("prefix", [""])[0].startswith(prefix)]
+    # the probe for an empty prefix (its first page), then the one listing, from location 2 on
+    assert [q.get("start-after") for q in lists] == [None, [f"{prefix}/000002"]], lists
+    assert _seco_layout_objects(s3, prefix) == _files(local)
+    done = json.loads(s3.keys("cut/.layout.seco/done.json")["cut/.layout.seco/done.json"])
+    assert done["below"] == 3 and done["counts"] == [r.scenes, r.files, r.bytes]
+
+
 @pytest.mark.slow
 def test_import_to_object_storage_resumes_from_its_snapshot(s3, seco_release, tmp_path):
     """import --out s3:// of 2 locations, the staging folder lost (another machine), then all 3: the

@@ -20,8 +20,12 @@ complete or absent; a rerun with the same settings and catalog skips finished lo
 bytes). ``partial`` is removed at the end of a run.
 
 On object storage (``OUT`` = ``s3://bucket/prefix``, also ``gs://``, ``az://``), the same objects:
-each written whole, a location's once every one of them is there (one listing of OUT tells which),
-so a rerun writes the others again, to the same bytes. seco's files go beside OUT as on disk
+each written whole, a location's once every one of them is there, so a rerun writes the others
+again, to the same bytes. Locations finish out of order; the first one not finished is published
+(``done.json``, every ``CHECKPOINT_S`` seconds), so a rerun skips those before it unlisted and lists
+only the rest (one listing that starts there: a resume near the end of a million locations lists the
+tail, not tens of millions of objects). A rerun of a finished layout lists it whole, to find what
+went missing since. seco's files go beside OUT as on disk
 (``s3://bucket/.prefix.seco/``), kept in a local staging folder meanwhile: ``.seco.json`` (the
 identity, published before any location, so that another command or other settings are refused
 there and an interrupted run resumes, here or on another machine), then at the end ``index.csv``
@@ -31,6 +35,7 @@ and, last, ``seco_layout.json`` with ``"complete": true``.
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import shutil
 import time
@@ -225,30 +230,91 @@ def _export_remote(index: CatalogIndex, out: str, settings: _Settings, identity:
                    progress: jobs.ProgressFn | None) -> tuple[list[int], int, int]:
     """The layout on object storage (see the module docstring)."""
     remote = RemoteOutput(meta_url(out))  # seco's files: staged locally, published beside OUT
-    present = dict(store_for(out).walk())  # what earlier runs wrote: one listing
-    with claim_remote(remote, out, kind="seco-layout", identity=identity, holds_data=bool(present)):
+    store = store_for(out)
+    with claim_remote(remote, out, kind="seco-layout", identity=identity, holds_data=store.has_any()):
+        # where an interrupted run got to (fetched afresh: it may have run elsewhere); a finished layout
+        # is listed whole again, so that a rerun finds what went missing since
+        stored = {name: remote.store.get(name) if remote.store.size(name) is not None else None
+                  for name in (LAYOUT_FILE, DONE_FILE)}
+        complete = stored[LAYOUT_FILE] is not None and json.loads(stored[LAYOUT_FILE]).get("complete") is True
+        frontier = _Frontier.load(None if complete else stored[DONE_FILE])
+        # the point this run starts from is published before the layout is marked unfinished (a record
+        # left by an earlier run must never outlive the listing that replaced it)
+        write_json(remote.staging / DONE_FILE, frontier.record(), indent=None)
         write_json(remote.staging / LAYOUT_FILE, {**layout, "complete": False})
+        remote.publish([DONE_FILE])
         remote.publish([LAYOUT_FILE])
+        # what earlier runs wrote past that point: one listing of the rest, never of the whole layout
+        present = dict(store.walk(after=f"{frontier.below:06d}" if frontier.below else None))
+        below, before = frontier.below, list(frontier.counts)
 
         def finished(i, loc):
+            if i < below:
+                return (0, 0, 0)  # (counted in ``before``)
             sizes = {rel: present.get(f"{i:06d}/{rel}") for rel in location_names(loc, settings)}
             return None if None in sizes.values() else counts_of(sizes)
 
+        def checkpoint(i=None, counts=None):  # (no location: the end of the run)
+            if i is not None:
+                frontier.done(i, counts)
+            if i is None or time.monotonic() - frontier.saved > CHECKPOINT_S:
+                write_json(remote.staging / DONE_FILE, frontier.record(), indent=None)
+                remote.publish([DONE_FILE])
+                frontier.saved = time.monotonic()
+
         totals, n, skipped = export_locations(index, remote.staging / INDEX_FILE, write_location, workers, progress,
                                               finished=finished, key=lambda i: f"{i:06d}", folders=scene_folders,
-                                              task=lambda i, loc: (i, loc, out, settings))
+                                              task=lambda i, loc: (i, loc, out, settings), on_done=checkpoint)
+        totals = [a + b for a, b in zip(totals, before)]
+        checkpoint()
         write_json(remote.staging / LAYOUT_FILE, {**layout, "complete": True, "counts": _counts(totals, n)})
         remote.publish([INDEX_FILE, LAYOUT_FILE])  # the layout's record last: complete once it says so
     return totals, n, skipped
 
 
+#: seconds between two publications of the first location not finished yet (``done.json``)
+CHECKPOINT_S = 30.0
+DONE_FILE = "done.json"
+
+
+class _Frontier:
+    """The first location ``below`` which every location is finished (locations finish out of order),
+    with those locations' (scenes, files, bytes): a resume skips them without listing them."""
+
+    def __init__(self, below: int = 0, counts=(0, 0, 0)):
+        self.below, self.counts, self.pending, self.saved = below, list(counts), {}, time.monotonic()
+
+    @classmethod
+    def load(cls, data: bytes | None) -> "_Frontier":
+        if not data:
+            return cls()
+        try:
+            record = json.loads(data)
+            return cls(int(record["below"]), [int(c) for c in record["counts"]])
+        except (ValueError, KeyError, TypeError):  # unreadable: list everything, as without it
+            log.warning("ignoring an unreadable %s: the whole layout is listed instead", DONE_FILE)
+            return cls()
+
+    def done(self, i: int, counts) -> None:
+        if i < self.below:
+            return
+        self.pending[i] = counts
+        while self.below in self.pending:
+            self.counts = [a + b for a, b in zip(self.counts, self.pending.pop(self.below))]
+            self.below += 1
+
+    def record(self) -> dict:
+        return {"below": self.below, "counts": self.counts}
+
+
 def export_locations(index: CatalogIndex, index_csv: Path, write, workers: int, progress: jobs.ProgressFn | None, *,
-                     finished, key, folders, task) -> tuple[list[int], int, int]:
+                     finished, key, folders, task, on_done=None) -> tuple[list[int], int, int]:
     """The loop of the folder layouts (SeCo, SSL4EO-S12): every location ``i`` not finished yet
     (``finished(i, location)``: its (scenes, files, bytes) when its folder is there, else None) goes
     to ``write(*task(i, location))`` on the pool (which returns its (scenes, files, bytes));
     ``index_csv`` lists every patch (``key(i)``, its folder from ``folders(location)``) in catalog
-    order. Returns the totals, the number of locations and how many were already there."""
+    order; ``on_done(i, counts)``, when given, hears of every location finished or found finished.
+    Returns the totals, the number of locations and how many were already there."""
     totals = [0, 0, 0]
     done = skipped = n = 0
     total = index.n_locations
@@ -271,13 +337,22 @@ def export_locations(index: CatalogIndex, index_csv: Path, write, workers: int, 
             if counts is not None:
                 skipped += 1
                 finish(counts)
+                if on_done:
+                    on_done(i, counts)
             else:
-                yield task(i, loc)
+                yield (write, i, *task(i, loc))
 
     with atomic_file(index_csv, "w", encoding="utf-8") as f:
         rows = csv.writer(f, lineterminator="\r\n")
         rows.writerow(["index", "location", "season", "item_id", "scene_id", "folder"])
         with jobs.Pool(jobs.cap_workers(workers, "process", max(1, total)), kind="process") as pool:
-            for _, counts in jobs.run(pool, write, todo(rows)):
+            for t, counts in jobs.run(pool, _indexed, todo(rows)):
                 finish(counts)
+                if on_done:
+                    on_done(t[1], counts)
     return totals, n, skipped
+
+
+def _indexed(write, i: int, *args):
+    """``write(*args)`` on a worker (``i``, the location's number, travels with the task)."""
+    return write(*args)
