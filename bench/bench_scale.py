@@ -26,7 +26,12 @@ per season; ``.npy`` shards) against the default now (compact: 3 multi-season Ge
 strip per location; ``--codec zstd`` shards), both lossless for the pixels; reader samples/s per core.
 
 Usage: python bench/bench_scale.py [--sizes 10000,100000,1000000] [--work DIR] [--fsync] [--no-browser]
-       [--skip-files] [--files-n 40]
+       [--skip-files] [--files-n 40] [--continue]
+
+Every stage's figures go to WORK/results.json as soon as it is measured; ``--continue`` (same
+``--work``) keeps them and measures only what is missing, so the 1M size (about 2.5 h here) can span
+sittings: each stage is still measured whole, in one process, and a ``sample`` that did not finish is
+measured again from an empty folder.
 Prints a report; keep it in bench/RESULTS.md.
 """
 
@@ -267,6 +272,10 @@ def main() -> None:
     ap.add_argument("--skip-files", action="store_true")
     ap.add_argument("--files-n", type=int, default=40)
     ap.add_argument("--keep", action="store_true", help="keep each size's catalog")
+    ap.add_argument("--continue", dest="cont", action="store_true",
+                    help="keep what WORK/results.json holds and measure only the rest (a size's catalog stays "
+                         "until all its stages are measured): a size too long for one sitting is measured over "
+                         "several, each stage whole in one")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="seco-scale-"))
@@ -278,33 +287,52 @@ def main() -> None:
                                                          / "stac-schemas")
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
           f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; fsync {'on' if args.fsync else 'off'}; work {work}")
+    saved = work / "results.json"
     results: dict = {}
+    if args.cont and saved.exists():  # (JSON keys are strings: the sizes back to ints)
+        results = {int(k) if k.isdigit() else k: v for k, v in json.loads(saved.read_text()).items()}
+
+    def save() -> None:
+        saved.write_text(json.dumps(results, indent=1, default=str))
+
     for n in sizes:
         out = work / f"scale-{n}"
-        shutil.rmtree(out, ignore_errors=True)
-        results[n] = {}
+        done = results.get(n, {}) if args.cont else {}
+        needs_catalog = "files" not in done or any(name not in done for name in STAGES)
+        if "sample" not in done or (needs_catalog and not out.exists()):  # a sample not measured whole: again
+            shutil.rmtree(out, ignore_errors=True)
+            done = {}
+        results[n] = done
+        earlier = set(done)  # measured in an earlier sitting (--continue)
         for name in STAGES:
-            a = {"out": str(out), "n": n, "schemas": schemas, "browser": not args.no_browser, "runs": 3}
-            r = run_stage(name, a, env)
-            results[n][name] = r
+            if name not in done:
+                a = {"out": str(out), "n": n, "schemas": schemas, "browser": not args.no_browser, "runs": 3}
+                results[n][name] = run_stage(name, a, env)
+                save()
+            r = results[n][name]
             print(f"  {n:>9,} {name:<12} {r['seconds']:9.1f} s  {r['seconds'] / n * 1e6:9.1f} us/location  "
-                  f"peak RSS {r['rss_mb']:7.0f} MB (workers {r['workers_rss_mb']:.0f} MB)", flush=True)
-        files = sum(1 for p in out.rglob("*") if p.is_file())
-        results[n]["files"] = files
+                  f"peak RSS {r['rss_mb']:7.0f} MB (workers {r['workers_rss_mb']:.0f} MB)"
+                  + ("  (an earlier sitting)" if name in earlier else ""), flush=True)
+        if "files" not in results[n]:
+            results[n]["files"] = sum(1 for p in out.rglob("*") if p.is_file())
         for release in (True, False):
-            r = run_stage("screen", {"n": n, "release": release}, env)
-            results[n][f"screen ({'released' if release else 'held'})"] = r
+            key = f"screen ({'released' if release else 'held'})"
+            if key not in results[n]:
+                results[n][key] = run_stage("screen", {"n": n, "release": release}, env)
+                save()
+            r = results[n][key]
             print(f"  {n:>9,} screen {'released' if release else 'held':<8} {r['seconds']:7.1f} s  "
-                  f"{r['drawn']:,} drawn, overlap {r['overlap_rate']:.1%}", flush=True)
+                  f"{r['drawn']:,} drawn, overlap {r['overlap_rate']:.1%}"
+                  + ("  (an earlier sitting)" if key in earlier else ""), flush=True)
         if not args.keep:
             shutil.rmtree(out, ignore_errors=True)
-        (work / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        save()
     _summary(results, sizes)
     if not args.skip_files:
-        f = files_and_bytes(work, args.files_n)
-        results["files_and_bytes"] = f
-        (work / "results.json").write_text(json.dumps(results, indent=1, default=str))
-        _files_summary(f)
+        if "files_and_bytes" not in results:
+            results["files_and_bytes"] = files_and_bytes(work, args.files_n)
+            save()
+        _files_summary(results["files_and_bytes"])
 
 
 def _summary(results: dict, sizes: list[int]) -> None:
