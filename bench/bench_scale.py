@@ -32,6 +32,12 @@ Every stage's figures go to WORK/results.json as soon as it is measured; ``--con
 ``--work``) keeps them and measures only what is missing, so the 1M size (about 2.5 h here) can span
 sittings: each stage is still measured whole, in one process, and a ``sample`` that did not finish is
 measured again from an empty folder.
+
+Disk: the tiny-patch catalog takes about 18 kB per location on a 4 kB-block file system (4 files and
+their blocks; ledger and index included) and about 9.4 kB on a 1 kB-block one, so the 1M size needs
+~18 GB free, or ~10 GB on a loop-mounted 1 kB-block image, e.g.
+``truncate -s 14G /var/tmp/bscale.img && mkfs.ext4 -q -b 1024 -N 6000000 /var/tmp/bscale.img &&
+mount -o loop /var/tmp/bscale.img /mnt/bscale`` then ``--work /mnt/bscale``.
 Prints a report; keep it in bench/RESULTS.md.
 """
 
