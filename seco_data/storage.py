@@ -185,9 +185,10 @@ class ObjectStore(Store):
             raise
         except Exception as e:  # noqa: BLE001 - obstore raises its own error types per service
             text = " ".join(str(e).split())[:300]
-            if "NotFound" in type(e).__name__ or "not found" in text.lower() or "404" in text:
+            # (status codes as whole numbers: a message's timings, "in 455.004013ms", hold "401" too)
+            if "NotFound" in type(e).__name__ or "not found" in text.lower() or re.search(r"\b404\b", text):
                 raise FileNotFoundError(f"{self.url}: {what}: {text}") from None
-            if any(s in text for s in ("403", "401", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")):
+            if re.search(r"\b(401|403)\b|AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch", text):
                 raise OutputError(f"{self.url} refused {what}: {text}",
                                   hint="check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or the Google/Azure "
                                        "equivalents) and the bucket's permissions") from None

@@ -352,6 +352,29 @@ def test_seco_layout_resume_lists_only_what_is_left(s3, small_catalog, tmp_path,
     assert done["below"] == 3 and done["counts"] == [r.scenes, r.files, r.bytes]
 
 
+def test_storage_errors_are_told_by_their_status_not_by_digits_in_timings(s3):
+    """A store that keeps answering 503 is "unavailable, rerun" (exit 6) even when obstore's message
+    carries a timing with "401" in its digits; 403 / 401 are "refused" (exit 3), 404 a missing file."""
+    from seco_data.errors import OutputError, SourceUnavailable
+    from seco_data.storage import store_for
+
+    store = store_for("s3://seco-test/classified")
+
+    def failing(message):
+        def call():
+            raise RuntimeError(message)
+        return call
+
+    cases = [("Error performing PUT http://127.0.0.1/x in 455.004013ms, after 4 retries - Server returned non-2xx "
+              "status code: 503 Service Unavailable", SourceUnavailable),
+             ("Server returned non-2xx status code: 403 Forbidden: <Code>AccessDenied</Code>", OutputError),
+             ("Server returned non-2xx status code: 401 Unauthorized", OutputError),
+             ("Server returned non-2xx status code: 404 Not Found", FileNotFoundError)]
+    for message, kind in cases:
+        with pytest.raises(kind):
+            store._call("writing x", failing(message))
+
+
 @pytest.mark.slow
 def test_import_to_object_storage_resumes_from_its_snapshot(s3, seco_release, tmp_path):
     """import --out s3:// of 2 locations, the staging folder lost (another machine), then all 3: the
