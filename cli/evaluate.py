@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -75,11 +76,13 @@ def _devices():
 @workers_option(default=0, minimum=0, help="DataLoader workers (0: in this process).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), help="Keep frozen features here between runs.")
 @click.option("--eval-every-epoch", is_flag=True, help="finetune: evaluate every split after every epoch.")
+@click.option("--restart", is_flag=True,
+              help="Discard the checkpoint of an interrupted run of this report instead of resuming it.")
 @json_option("Print the report's metrics as JSON.")
 @click.pass_context
 def eval_cmd(ctx, benchmark, weights, root, protocol, preset, epochs, batch_size, lr, k, train_frac, seed, resamples,
              size, bands, split_file_pairs, out, overwrite, device, backbone, workers, cache_dir, eval_every_epoch,
-             as_json):
+             restart, as_json):
     """Evaluate WEIGHTS on BENCHMARK (eurosat, ...) with a protocol (linear, finetune, knn).
 
     \b
@@ -87,6 +90,10 @@ def eval_cmd(ctx, benchmark, weights, root, protocol, preset, epochs, batch_size
     seco-train eval eurosat --weights runs/seco-r18 --preset reference   # the SeCo script's recipe
     seco-train eval eurosat --weights random --protocol knn
     seco-train eval eurosat --weights seco_r18_backbone.pth --protocol finetune --epochs 30
+
+    Fine-tuning and the reference EuroSAT recipe (the backbone runs on every batch of every epoch) save
+    their epochs in <report>.checkpoint.pt: the same command run again after an interruption resumes
+    there, with the numbers of an uninterrupted run. The checkpoint is deleted once the report is written.
     """
 
     from seco_data.errors import OutputError, UsageError
@@ -111,9 +118,14 @@ def eval_cmd(ctx, benchmark, weights, root, protocol, preset, epochs, batch_size
     out = out or default_output(cfg, chosen)
     if out.exists() and not overwrite:
         raise OutputError(f"{out} already exists", hint="pass --overwrite or choose another --out")
+    checkpoint = out.with_name(out.stem + ".checkpoint.pt")
+    if restart:
+        checkpoint.unlink(missing_ok=True)
+    cfg = dataclasses.replace(cfg, checkpoint=str(checkpoint))
     with Bar(benchmark, quiet=quiet(ctx), leave=False) as bar:
         report = evaluate(cfg, progress=bar)
     write_report(report, out, overwrite=overwrite)
+    checkpoint.unlink(missing_ok=True)
     metric = report["metric"]
     if as_json:
         click.echo(json.dumps({s: {k: v for k, v in m.items() if k != "confusion_matrix"}
@@ -125,8 +137,10 @@ def eval_cmd(ctx, benchmark, weights, root, protocol, preset, epochs, batch_size
                 ci = (m.get("ci95") or {}).get(metric)
                 parts.append(f"{s} {metric} {100 * m[metric]:.2f} %"
                              + (f" [95 % CI {100 * ci[0]:.2f}, {100 * ci[1]:.2f}]" if ci else ""))
+        resumed = report.get("resumed_after_epoch")
         click.echo(f"{report['benchmark']} {report['protocol']} ({report['preset']} preset, "
-                   f"{report['weights']['source']}): {', '.join(parts)} in {report['seconds']:.1f} s")
+                   f"{report['weights']['source']}): {', '.join(parts)} in {report['seconds']:.1f} s"
+                   + (f" (resumed after epoch {resumed})" if resumed else ""))
         for note in report.get("split_notes", []):
             click.echo(f"note: {note}")
         if report.get("frozen_backbone"):

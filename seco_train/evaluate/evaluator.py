@@ -27,6 +27,7 @@ from seco_data.outputs import sha256_file
 
 from ..config import CONFIG_FILE, DEVICES
 from . import bootstrap, metrics
+from .checkpoint import EpochCheckpoint
 from .presets import Preset, get_preset
 from .protocols import PROTOCOLS, Progress, ProtocolConfig
 from .registry import Benchmark, get
@@ -65,6 +66,9 @@ class EvalConfig:
     dataset_options: tuple[tuple[str, object], ...] = ()
     k: int | None = None
     eval_every_epoch: bool = False
+    #: epoch checkpoints of the long protocols (finetune; linear with the backbone in train mode) go to this
+    #: file, and a matching one there is resumed (``checkpoint``); None: none
+    checkpoint: str | None = None
 
     def __post_init__(self):
         if not 0 < self.train_frac <= 1:
@@ -135,6 +139,24 @@ def protocol_config(cfg: EvalConfig, preset: Preset, device: str) -> ProtocolCon
     return preset.resolve(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, **runtime)
 
 
+#: runtime settings that do not change what an evaluation computes (left out of its fingerprint)
+_RUNTIME = ("device", "num_workers", "cache_dir")
+
+
+def fingerprint(bench: Benchmark, protocol: str, preset: Preset, pcfg: ProtocolConfig, *, weights_sha256: str | None,
+                backbone: str, size: int, options: dict, datasets: dict, train_indices: np.ndarray) -> str:
+    """sha256 of everything that decides an evaluation's result: what a checkpoint must match to be resumed."""
+    import hashlib
+    import json
+
+    config = {k: v for k, v in dataclasses.asdict(pcfg).items() if k not in _RUNTIME}
+    data = {s: [getattr(ds, "fingerprint", None), len(ds)] for s, ds in datasets.items()}
+    key = {"benchmark": bench.name, "protocol": protocol, "preset": preset.name, "config": config,
+           "weights": weights_sha256, "backbone": backbone, "size": size, "options": options, "data": data,
+           "train": hashlib.sha256(np.asarray(train_indices, dtype=np.int64).tobytes()).hexdigest()}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def software() -> dict:
     import torchvision
 
@@ -171,11 +193,17 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> dict:
     train_used = train if cfg.train_frac >= 1 else Subset(train, idx.tolist())
 
     source, weights_file, run_dir, name = resolve_weights(cfg.weights, cfg.backbone)
+    weights_sha256 = sha256_file(weights_file) if weights_file else None
     from ..weights import load_backbone
 
     torch.manual_seed(pcfg.seed)  # "random" weights: the initialisation follows the seed
     backbone = load_backbone(source, name, train.in_channels)
     evals = {s: datasets[s] for s in eval_names}
+    checkpoint = None
+    if cfg.checkpoint and bench.run is None:
+        checkpoint = EpochCheckpoint(cfg.checkpoint, fingerprint(
+            bench, protocol, preset, pcfg, weights_sha256=weights_sha256,
+            backbone=name, size=size, options=options, datasets=datasets, train_indices=idx))
     predictions: dict[str, dict] = {}
     if bench.run is not None:
         result_metrics = bench.run(bench, backbone, pcfg, evals=evals, train=train_used, progress=progress,
@@ -187,7 +215,7 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> dict:
                 predictions[s] = {"ids": tiles["ids"], "targets": None, "scores": tiles["counts"]}
     else:
         result = PROTOCOLS[protocol](backbone, train_used, evals, task=bench.task, num_classes=bench.num_classes,
-                                     config=pcfg, progress=progress)
+                                     config=pcfg, progress=progress, checkpoint=checkpoint)
         classes = list(getattr(train, "classes", [str(i) for i in range(bench.num_classes)]))
         result_metrics = {s: metrics.summarise(bench.task, t, sc, classes) for s, (t, sc) in result.predictions.items()}
         for s, (t, sc) in result.predictions.items():
@@ -223,7 +251,7 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> dict:
         "benchmark": bench.name, "task": bench.task, "metric": bench.metric, "protocol": protocol,
         "preset": preset.name, "headline_split": headline_split,
         "weights": {"source": cfg.weights, "file": str(weights_file) if weights_file else None,
-                    "sha256": sha256_file(weights_file) if weights_file else None, "backbone": name,
+                    "sha256": weights_sha256, "backbone": name,
                     "in_channels": train.in_channels, "run": str(run_dir) if run_dir else None},
         "root": str(root), "size": size, "dataset_options": {k: v for k, v in options.items()},
         "splits": splits, "split_notes": notes, "train_frac": cfg.train_frac,
@@ -235,7 +263,8 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None) -> dict:
         "frozen_backbone": frozen,
         "backbone_sha256_final": backbone_checksum(backbone) if frozen is None else frozen["after"],
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": time.time() - started, "software": software(),
+        "seconds": time.time() - started + (checkpoint.elapsed_before if checkpoint else 0.0),
+        "resumed_after_epoch": checkpoint.resumed_from if checkpoint else None, "software": software(),
         "predictions": predictions,
     }
     if headline_split and bench.metric in result_metrics[headline_split]:

@@ -47,6 +47,7 @@ from seco_data.jobs import Progress as Event
 from seco_data.jobs import ProgressFn
 
 from . import metrics
+from .checkpoint import EpochCheckpoint, buffers, load_buffers, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -312,11 +313,15 @@ def parameter_checksum(backbone: nn.Module) -> str:
 
 
 def linear(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, task: str, num_classes: int,
-           config: ProtocolConfig = DEFAULTS["linear"], progress: Progress | None = None) -> ProtocolResult:
-    """Frozen features once, then a linear layer (module docstring); predictions for every ``evals`` split."""
+           config: ProtocolConfig = DEFAULTS["linear"], progress: Progress | None = None,
+           checkpoint: EpochCheckpoint | None = None) -> ProtocolResult:
+    """Frozen features once, then a linear layer (module docstring); predictions for every ``evals`` split.
+    ``checkpoint``: the backbone-in-train-mode recipe saves its epochs there and resumes from them (the
+    frozen-features recipe is minutes long and does not)."""
     cfg = config
     if (cfg.backbone_mode or "eval") == "train":
-        return _linear_bn_train(backbone, train, evals, task=task, num_classes=num_classes, cfg=cfg, progress=progress)
+        return _linear_bn_train(backbone, train, evals, task=task, num_classes=num_classes, cfg=cfg, progress=progress,
+                                checkpoint=checkpoint)
     loss_fn = _task_loss(task)
     before = _frozen(backbone, cfg)
     feats, y, batches = extract_features(backbone, train, cfg, checksum=before, name="train", progress=progress)
@@ -368,7 +373,8 @@ def linear(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, ta
 
 
 def _linear_bn_train(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, task: str,
-                     num_classes: int, cfg: ProtocolConfig, progress: Progress | None) -> ProtocolResult:
+                     num_classes: int, cfg: ProtocolConfig, progress: Progress | None,
+                     checkpoint: EpochCheckpoint | None = None) -> ProtocolResult:
     """The reference EuroSAT recipe: fixed weights, but the backbone in train mode while the head learns
     (batch statistics; BatchNorm's running statistics move), so features are recomputed every batch;
     evaluation in eval mode with the statistics the training left. Only the parameters are checked."""
@@ -387,8 +393,22 @@ def _linear_bn_train(backbone: nn.Module, train: Dataset, evals: dict[str, Datas
     loader = _loader(train, cfg.batch_size, cfg, shuffle=True, generator=gen,
                      drop_last=_drop_last(cfg, len(train), default=False))
     steps_per_epoch = len(loader)
-    history, step, batches = [], 0, 0
-    for epoch in range(cfg.epochs):
+    history, step, batches, start = [], 0, 0, 0
+    state = checkpoint.load() if checkpoint else None
+    if state:
+        head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        load_buffers(backbone, state["buffers"])
+        gen.set_state(state["generator"])
+        set_rng_state(state["rng"], cfg.device)
+        history, step, batches, start = state["history"], state["step"], state["batches"], state["epoch"]
+
+    def snapshot() -> dict:
+        return {"head": head.state_dict(), "optimizer": opt.state_dict(), "buffers": buffers(backbone),
+                "generator": gen.get_state(), "rng": rng_state(cfg.device), "history": history, "step": step,
+                "batches": batches}
+
+    for epoch in range(start, cfg.epochs):
         backbone.train()
         head.train()
         total_loss, seen = 0.0, 0
@@ -418,6 +438,8 @@ def _linear_bn_train(backbone: nn.Module, train: Dataset, evals: dict[str, Datas
                     row[split] = headline(task, t, _scores(task, head.eval()(f.to(cfg.device))).cpu().numpy())
         history.append(row)
         log.info("linear (backbone in train mode) epoch %d: %s", epoch + 1, row)
+        if checkpoint:
+            checkpoint.save(epoch + 1, snapshot, last=epoch + 1 == cfg.epochs)
         if progress:
             progress(Event(epoch + 1, cfg.epochs, "epoch", stage="epoch", info=row))
     backbone.eval()
@@ -438,7 +460,8 @@ def _linear_bn_train(backbone: nn.Module, train: Dataset, evals: dict[str, Datas
 
 
 def knn(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, task: str, num_classes: int,
-        config: ProtocolConfig = DEFAULTS["knn"], progress: Progress | None = None) -> ProtocolResult:
+        config: ProtocolConfig = DEFAULTS["knn"], progress: Progress | None = None,
+        checkpoint: EpochCheckpoint | None = None) -> ProtocolResult:
     """Cosine k-NN on frozen features (module docstring); predictions for every ``evals`` split."""
     cfg = config
     _task_loss(task)  # validates the task
@@ -494,8 +517,10 @@ def _predict(model: nn.Module, ds: Dataset, task: str, cfg: ProtocolConfig) -> t
 
 
 def finetune(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, task: str, num_classes: int,
-             config: ProtocolConfig = DEFAULTS["finetune"], progress: Progress | None = None) -> ProtocolResult:
-    """Backbone + linear layer trained end to end (module docstring); predictions for every ``evals`` split."""
+             config: ProtocolConfig = DEFAULTS["finetune"], progress: Progress | None = None,
+             checkpoint: EpochCheckpoint | None = None) -> ProtocolResult:
+    """Backbone + linear layer trained end to end (module docstring); predictions for every ``evals`` split.
+    ``checkpoint``: epochs are saved there, and a matching saved state is resumed."""
     cfg = config
     loss_fn = _task_loss(task)
     torch.manual_seed(cfg.seed)
@@ -513,8 +538,22 @@ def finetune(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, 
     drop = _drop_last(cfg, len(train), default=True)
     loader = _loader(train, cfg.batch_size, cfg, shuffle=True, generator=gen, drop_last=drop)
     steps_per_epoch = len(loader)
-    history, step = [], 0
-    for epoch in range(cfg.epochs):
+    history, step, start = [], 0, 0
+    state = checkpoint.load() if checkpoint else None
+    if state:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        aug_gen.set_state(state["augment_generator"])
+        set_rng_state(state["rng"], cfg.device)
+        history, step, start = state["history"], state["step"], state["epoch"]
+
+    def snapshot() -> dict:
+        return {"model": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "optimizer": opt.state_dict(),
+                "generator": gen.get_state(), "augment_generator": aug_gen.get_state(), "rng": rng_state(cfg.device),
+                "history": history, "step": step}
+
+    for epoch in range(start, cfg.epochs):
         model.train()
         if (cfg.backbone_mode or "train") == "eval":
             backbone.eval()  # the reference's on_train_epoch_start: BatchNorm keeps its statistics
@@ -542,6 +581,8 @@ def finetune(backbone: nn.Module, train: Dataset, evals: dict[str, Dataset], *, 
                 row[split] = headline(task, *_predict(model, ds, task, cfg))
         history.append(row)
         log.info("finetune epoch %d: %s", epoch + 1, row)
+        if checkpoint:
+            checkpoint.save(epoch + 1, snapshot, last=epoch + 1 == cfg.epochs)
         if progress:
             progress(Event(epoch + 1, cfg.epochs, "epoch", stage="epoch", info=row))
     predictions = {split: _predict(model, ds, task, cfg) for split, ds in evals.items()}
