@@ -114,3 +114,52 @@ def test_exhausted_candidates_give_an_incomplete_but_valid_catalog(tmp_path, scr
     (out / "items.parquet").unlink()
     assert finalize(out).accepted == got  # rebuilt from the ledger
     check_catalog(out, got, 4)
+
+
+def test_index_parts_checked_while_sampling_read_only_their_own_rows(tmp_path, demo_catalog):
+    """A sampler asks which index parts are stale after every finished part: the ranged question must
+    read only those parts' rows (a pass over the whole ledger each time made 1M locations quadratic),
+    and answer as the whole-ledger pass does."""
+    import shutil
+
+    from seco_data.catalog.layout import locations_per_part
+    from seco_data.catalog.ledger import Ledger
+    from seco_data.catalog.rebuild import build_parts, stale_parts
+
+    cm = {"seasons": 4}
+    per = locations_per_part(4)
+    ledger = Ledger(tmp_path / "ledger.sqlite", create=True)
+    rows = [(i, "accepted" if i % 3 else "rejected", 0.0, 0.0, i % 7) for i in range(0, 5 * per, 37)]
+    with ledger.db:
+        ledger.db.executemany("INSERT INTO candidates (idx, status, lon, lat, version) VALUES (?, ?, ?, ?, ?)", rows)
+    statements: list[str] = []
+    ledger.db.set_trace_callback(statements.append)
+    state = {"parts": {str(p): {"digest": list(d)} for p, d in ledger.part_digests(per).items()}}
+    assert stale_parts(ledger, cm, state) == set() and len(state["parts"]) == 5
+
+    # part 1 changes (a location accepted again: new version), part 3 loses every location
+    with ledger.db:
+        moved = next(i for i, status, *_ in rows if per <= i < 2 * per and status == "accepted")
+        ledger.db.execute("UPDATE candidates SET version = 99 WHERE idx = ?", (moved,))
+        ledger.db.execute("UPDATE candidates SET status = 'rejected' WHERE idx BETWEEN ? AND ?", (3 * per, 4 * per - 1))
+    whole = stale_parts(ledger, cm, state)
+    assert whole == {1, 3}
+    statements.clear()
+    assert stale_parts(ledger, cm, state, below=4 * per + 5, start=per + 1) == {1, 3}  # parts 1-3
+    assert stale_parts(ledger, cm, state, below=3 * per, start=2 * per) == set()  # part 2 alone
+    assert not [s for s in statements if "GROUP BY" in s.upper()], "a ranged check read the whole ledger"
+    assert all("BETWEEN" in s for s in statements if s.lstrip().upper().startswith("SELECT"))
+
+    # building a part records its digest from its own rows too
+    root = tmp_path / "cat"
+    shutil.copytree(demo_catalog, root)
+    with Ledger(root / "ledger.sqlite") as real:
+        from seco_data.catalog.rebuild import catalog_meta
+
+        rcm = catalog_meta(real)
+        statements.clear()
+        real.db.set_trace_callback(statements.append)
+        state = {}
+        assert build_parts(root, real, rcm, {0}, write_items=False, state=state) == 1
+        assert not [s for s in statements if "GROUP BY" in s.upper()]
+        assert state["parts"]["0"]["digest"] == list(real.part_digests(locations_per_part(rcm["seasons"]))[0])

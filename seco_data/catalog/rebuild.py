@@ -205,7 +205,6 @@ def build_parts(root: Path, ledger: Ledger, cm: dict, parts, *, write_items: boo
     """Build the index of the given parts from the ledger (and, per-patch, their sub-catalogs and,
     with ``write_items``, their item JSONs); record them in ``state``; return how many were built."""
     per = locations_per_part(cm["seasons"])
-    digests = ledger.part_digests(per)
     (root / PARTS).mkdir(parents=True, exist_ok=True)
     n = 0
     for part in sorted(parts):
@@ -232,7 +231,8 @@ def build_parts(root: Path, ledger: Ledger, cm: dict, parts, *, write_items: boo
             write_json(pdir / CATALOG, subcatalog(cm["name"], f"{part:04d}", cm["seasons"], hrefs), indent=None)
         key = str(part)
         if written:
-            state.setdefault("parts", {})[key] = {"digest": list(digests.get(part, (0, 0))), "items": written,
+            digest = ledger.range_digest(part * per, (part + 1) * per - 1)  # this part's rows only
+            state.setdefault("parts", {})[key] = {"digest": list(digest), "items": written,
                                                   "aggregate": agg.to_dict()}
         else:
             state.setdefault("parts", {}).pop(key, None)
@@ -241,15 +241,24 @@ def build_parts(root: Path, ledger: Ledger, cm: dict, parts, *, write_items: boo
     return n
 
 
-def stale_parts(ledger: Ledger, cm: dict, state: dict, below: int | None = None) -> set[int]:
-    """Parts whose index is not current (optionally: only parts entirely below location ``below``)."""
+def stale_parts(ledger: Ledger, cm: dict, state: dict, below: int | None = None, *, start: int = 0) -> set[int]:
+    """Parts whose index is not current: all of them (one pass over the ledger), or with ``below`` only
+    the parts that lie entirely below location ``below`` and do not end before location ``start``.
+
+    The ranged form reads only those parts' rows (one indexed range query each), so a sampler that
+    asks after every finished part does work proportional to the part, not to the whole ledger (a
+    full pass each time made finishing a part cost 0.4 s at 905k candidates: issue 13)."""
     per = locations_per_part(cm["seasons"])
-    digests = ledger.part_digests(per)
     have = {int(k): tuple(v["digest"]) for k, v in (state.get("parts") or {}).items()}
-    parts = set(digests) | set(have)
-    if below is not None:
-        parts = {p for p in parts if (p + 1) * per <= below}
-    return {p for p in parts if tuple(digests.get(p, (0, 0))) != have.get(p)}
+    if below is None:
+        digests = ledger.part_digests(per)
+        return {p for p in set(digests) | set(have) if tuple(digests.get(p, (0, 0))) != have.get(p)}
+    stale = set()
+    for p in range(start // per, below // per):
+        digest = ledger.range_digest(p * per, (p + 1) * per - 1)
+        if digest != have.get(p, (0, 0)):
+            stale.add(p)
+    return stale
 
 
 def finalize(root: str | Path, ledger: Ledger | None = None, *, write_items: bool = False,

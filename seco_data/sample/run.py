@@ -506,7 +506,8 @@ class Run:
             return
         state = index_state(self.out)
         state["layout"] = self.cm["layout"]
-        stale = stale_parts(self.ledger, self.cm, state, below=(low // self.per_part) * self.per_part)
+        stale = stale_parts(self.ledger, self.cm, state, below=(low // self.per_part) * self.per_part,
+                            start=self.built_below)
         if stale:
             build_parts(self.out, self.ledger, self.cm, stale, write_items=False, state=state)
             if self.checkpoint is not None:
