@@ -132,14 +132,14 @@ def _items(root: Path, sample: int | None, seed: int) -> Iterator[tuple[str, dic
     keep = None
     if sample is not None and sample < n:
         keep = set(np.random.default_rng(seed).choice(n, size=sample, replace=False).tolist())
-    row = 0
+    first = 0  # the row group's first row
     for g, size in enumerate(index.row_group_sizes()):
-        if keep is not None and not any(r in keep for r in range(row, row + size)):
-            row += size
-            continue
-        table = index.read_row_group(g)
-        for item in items_of(table):
-            if keep is None or row in keep:
+        rows = range(first, first + size) if keep is None else [r for r in range(first, first + size) if r in keep]
+        if rows:
+            table = index.read_row_group(g)
+            if keep is not None:  # only the sampled rows become item dicts (the conversion is the cost)
+                table = table.take([r - first for r in rows])
+            for row, item in zip(rows, items_of(table)):
                 if compact:
                     yield f"{INDEX} row {row} ({item['id']})", item
                 else:
@@ -148,7 +148,7 @@ def _items(root: Path, sample: int | None, seed: int) -> Iterator[tuple[str, dic
                         yield f"{INDEX} row {row} ({item['id']})", item
                     else:
                         yield str((root / href).resolve()), None
-            row += 1
+        first += size
 
 
 def validate_catalog(root: str | Path, schema_root: str | Path | None = None, *, sample: int | None = None,
