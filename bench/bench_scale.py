@@ -176,24 +176,13 @@ def stage(name: str, args: dict) -> dict:
     else:
         raise SystemExit(f"unknown stage {name}")
     seconds = time.perf_counter() - t0
-    rss = _own_peak_mb()
+    from bench_viewer import rss_mb  # VmHWM: ru_maxrss would carry the forking parent's peak across exec
+
+    rss = rss_mb()
     workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     if "rss_override" in extra:
         rss, workers = extra.pop("rss_override"), 0.0
     return {"seconds": seconds, "rss_mb": rss, "workers_rss_mb": workers, **extra}
-
-
-def _own_peak_mb() -> float:
-    """This process's peak RSS since its exec. Not ``ru_maxrss``: Linux carries the pre-exec peak (the
-    forking parent's, copied with its address space) into it, so a stage started after the parent had
-    grown (a file count over 4M paths) would report the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _count_files(root: Path) -> int:
